@@ -1,0 +1,38 @@
+# Two entry points on a fresh machine (Python 3.11):
+#   make repro   install into .venv, then run the whole pipeline (dvc repro, default profile)
+#   make test    install into .venv (with test extras), then run the test suite
+PY       ?= python3.11
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+# torch 2.14.1 + torchvision 0.29.1 import together (PyPI torchvision fails beside torch 2.13.0). CPU-only users with
+# network access can save ~5 GB with TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+TORCH_PIP_ARGS ?=
+
+.PHONY: install install-test repro test kernel clean-venv
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 $(TORCH_PIP_ARGS)
+	touch $@
+
+install: $(VENV)/.torch
+	$(BIN)/pip install -q -e .
+
+install-test: $(VENV)/.torch
+	$(BIN)/pip install -q -e ".[test]"
+
+# `jupyter lab` from the venv finds this kernel ("Python (globe)") with globe installed.
+kernel: install
+	$(BIN)/python -m ipykernel install --user --name globe --display-name "Python (globe)"
+
+repro: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+test: install-test
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

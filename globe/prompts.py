@@ -1,0 +1,149 @@
+"""Versioned prompts and the one parser for model answers.
+
+GLOBE's policy reasons inside `<think>…</think>` and answers inside `<answer>…</answer>` with a `country:` line and a
+`city:` line. Every consumer (distillation, rewards, evaluation) parses completions with `parse_completion`, so a
+completion means the same thing everywhere. Prompts carry a version: the distillation cache keys on it, so editing a
+prompt re-queries the teachers instead of silently mixing answers to two different questions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+PROMPT_VERSION = "globe-v1"
+
+# GLOBE's reasoning prompt (policy, teachers, evaluation): reason about visible clues, then answer in a fixed format.
+REASONING_PROMPT = (
+    "Where was this photo taken? Look for visual clues such as landmarks, architecture, signs and text, language, "
+    "vehicles and which side of the road they drive on, vegetation, terrain, climate and people's clothing. "
+    "Reason step by step about the clues inside <think> </think>. Then give your final answer inside "
+    "<answer> </answer> as exactly two lines:\ncountry: <country name>\ncity: <city name>"
+)
+
+# Zero-shot evaluation without reasoning (GLOBE evaluates base VLMs with and without the reasoning prompt).
+DIRECT_PROMPT = (
+    "Where was this photo taken? Answer inside <answer> </answer> as exactly two lines:\n"
+    "country: <country name>\ncity: <city name>"
+)
+
+# Teacher localizability judgement (distillation filter 1).
+LOCALIZABILITY_PROMPT = (
+    "Could a careful observer tell where this photo was taken, to the country or the city, from what is visible in "
+    "it (landmarks, signs, architecture, landscape)? Answer with two lines:\nlocalizable: yes or no\n"
+    "score: a number between 0 and 1 giving how confidently the location can be determined"
+)
+
+# Reward-model question (the localizability reward reads P(yes) / (P(yes) + P(no)) from its first token).
+REWARD_MODEL_PROMPT = (
+    "Here is a photo and a reasoning about where it was taken:\n{reasoning}\n"
+    "Is this image visually locatable, given this reasoning? Answer yes or no."
+)
+
+PROMPTS: dict[str, str] = {
+    "reasoning": REASONING_PROMPT,
+    "direct": DIRECT_PROMPT,
+    "localizability": LOCALIZABILITY_PROMPT,
+    "reward_model": REWARD_MODEL_PROMPT,
+}
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.S | re.I)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
+_FIELD = re.compile(r"^\s*(country|city)\s*[:：]\s*(.*?)\s*$", re.I | re.M)
+# The whole completion in the one accepted shape: think, then answer, then nothing.
+_STRICT = re.compile(r"\A\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>((?:(?!</?think>|</?answer>).)*)</answer>\s*\Z", re.S | re.I)
+_LOCALIZABLE = re.compile(r"localizable\s*[:：]\s*(yes|no)", re.I)
+_SCORE = re.compile(r"score\s*[:：]\s*([01](?:\.\d+)?|\.\d+)", re.I)
+
+
+@dataclass
+class Parsed:
+    """What a completion says. `country` / `city` are None when absent or ambiguous (several answer blocks or lines)."""
+
+    raw: str
+    think: str | None = None
+    answer: str | None = None
+    country: str | None = None
+    city: str | None = None
+    n_think: int = 0
+    n_answer: int = 0
+    format_ok: bool = False
+    answers: list[str] = field(default_factory=list)
+
+    @property
+    def place(self) -> str:
+        """'city, country' text for the geocoder (only the parts present)."""
+        return ", ".join(p for p in (self.city, self.country) if p)
+
+
+def to_text(completion) -> str:
+    """A completion as text, whether TRL passes a string or a conversational message list; bytes decoded leniently."""
+    if completion is None:
+        return ""
+    if isinstance(completion, bytes):
+        return completion.decode("utf-8", errors="replace")
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        content = completion.get("content", "")
+        if isinstance(content, list):  # multimodal content parts
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return to_text(content)
+    if isinstance(completion, (list, tuple)):
+        # A message list: the assistant's content (the last message carries the completion).
+        return "".join(to_text(m) for m in completion if not isinstance(m, dict) or m.get("role", "assistant") == "assistant")
+    return str(completion)
+
+
+def _field(answer: str, name: str) -> str | None:
+    values = [m.group(2) for m in _FIELD.finditer(answer) if m.group(1).lower() == name]
+    if len(values) != 1:
+        return None  # missing, or hedged over several lines
+    value = values[0].strip().strip(".").strip()
+    return value or None
+
+
+def parse_completion(completion) -> Parsed:
+    """Parse a completion into think / answer / country / city, never raising."""
+    text = to_text(completion).replace("\x00", "")
+    thinks = _THINK.findall(text)
+    # Answer blocks inside the reasoning do not count as answers.
+    outside_think = _THINK.sub(" ", text)
+    answers = _ANSWER.findall(outside_think)
+    p = Parsed(raw=text, n_think=len(thinks), n_answer=len(answers), answers=[a.strip() for a in answers])
+    if thinks:
+        p.think = thinks[0].strip()
+    if len(answers) == 1:
+        p.answer = answers[0].strip()
+        p.country = _field(p.answer, "country")
+        p.city = _field(p.answer, "city")
+    m = _STRICT.match(text)
+    p.format_ok = bool(m) and _field(m.group(1), "country") is not None and _field(m.group(1), "city") is not None
+    return p
+
+
+def parse_localizability(text) -> tuple[bool | None, float | None]:
+    """A teacher's localizability judgement: (yes/no or None, score in [0, 1] or None)."""
+    text = to_text(text)
+    m = _LOCALIZABLE.search(text)
+    label = None if m is None else m.group(1).lower() == "yes"
+    s = _SCORE.search(text)
+    score = None
+    if s is not None:
+        v = float(s.group(1))
+        score = v if 0.0 <= v <= 1.0 else None
+    return label, score
+
+
+def format_target(think: str, country: str, city: str) -> str:
+    """The assistant turn GLOBE trains on."""
+    return f"<think>{think.strip()}</think>\n<answer>country: {country}\ncity: {city}</answer>"
+
+
+def build_messages(prompt: str, with_image: bool = True, answer: str | None = None) -> list[dict]:
+    """Chat messages in the processor's multimodal format: user turn (image + prompt), optional assistant turn."""
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": prompt}]
+    messages = [{"role": "user", "content": content}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return messages

@@ -1,0 +1,66 @@
+"""Notebook hygiene: one `parameters` cell, no committed outputs, parameters == params.yaml keys."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+import yaml
+
+from globe.config import STAGES
+
+from .conftest import ROOT
+
+NOTEBOOKS = sorted(STAGES)
+
+
+def _load(name: str) -> dict:
+    with open(ROOT / "notebooks" / f"{name}.ipynb", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _parameter_names(cell_source: str) -> set[str]:
+    names = set()
+    for node in ast.parse(cell_source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for t in targets:
+            if isinstance(t, ast.Name):
+                names.add(t.id)
+    return names
+
+
+def test_every_stage_has_a_notebook():
+    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == NOTEBOOKS
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_one_parameters_cell_and_no_outputs(name):
+    nb = _load(name)
+    tagged = [c for c in nb["cells"] if "parameters" in (c.get("metadata", {}).get("tags") or [])]
+    assert len(tagged) == 1, f"{name}: {len(tagged)} cells tagged 'parameters'"
+    assert tagged[0]["cell_type"] == "code"
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs"), f"{name}: committed with outputs"
+            assert cell.get("execution_count") is None, f"{name}: committed with execution counts"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_match_params_yaml(name):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    expected = set(params["common"]) | set(params[STAGES[name]])
+    cell = next(c for c in _load(name)["cells"] if "parameters" in (c.get("metadata", {}).get("tags") or []))
+    got = _parameter_names("".join(cell["source"]))
+    assert got == expected, f"{name}: missing {sorted(expected - got)}, extra {sorted(got - expected)}"
+
+
+def test_dvc_stages_pass_their_group():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    for name, group in STAGES.items():
+        stage = dvc["stages"][group]
+        assert f"notebooks/{name}.ipynb" in stage["cmd"] and f"globe params {name}" in stage["cmd"]
+        assert f"results/notebooks/{name}.ipynb" in stage["outs"]
+        tracked = {p if isinstance(p, str) else next(iter(p)) for p in stage["params"]}
+        assert {"common", group} <= tracked, f"stage {group} does not track its params"

@@ -1,0 +1,65 @@
+"""The one answer parser every stage shares."""
+
+from __future__ import annotations
+
+import pytest
+
+from globe.prompts import build_messages, format_target, parse_completion, parse_localizability, to_text
+
+GOOD = "<think>Red roofs, a Gothic cathedral, French signs.</think>\n<answer>country: France\ncity: Lyon</answer>"
+
+
+def test_good_completion():
+    p = parse_completion(GOOD)
+    assert p.format_ok and (p.country, p.city) == ("France", "Lyon")
+    assert p.think.startswith("Red roofs") and p.place == "Lyon, France"
+
+
+def test_format_target_round_trips():
+    p = parse_completion(format_target("clues", "Japan", "Kyoto"))
+    assert p.format_ok and (p.country, p.city, p.think) == ("Japan", "Kyoto", "clues")
+
+
+@pytest.mark.parametrize("text, ok", [
+    (GOOD + " trailing", False),                                    # text after the answer
+    ("preamble " + GOOD, False),                                    # text before the think
+    (GOOD + "<answer>country: Spain\ncity: Madrid</answer>", False),  # two answer blocks
+    ("<answer>country: France\ncity: Lyon</answer>", False),         # no think
+    ("<think>x</think><answer>country: France</answer>", False),     # no city line
+    ("<think>x<answer>country: France\ncity: Lyon</answer></think><answer>country: France\ncity: Lyon</answer>", False),
+    ("", False),
+    ("  " + GOOD + "\n", True),
+])
+def test_format_strictness(text, ok):
+    assert parse_completion(text).format_ok is ok
+
+
+def test_answer_inside_think_is_not_an_answer():
+    p = parse_completion("<think><answer>country: France\ncity: Lyon</answer></think>")
+    assert p.n_answer == 0 and p.country is None
+
+
+def test_several_answers_or_lines_are_ambiguous():
+    p = parse_completion(GOOD + "<answer>country: Spain\ncity: Madrid</answer>")
+    assert p.n_answer == 2 and p.country is None and p.city is None
+    p = parse_completion("<think>x</think><answer>country: France\ncountry: Spain\ncity: Lyon</answer>")
+    assert p.country is None and p.city == "Lyon"
+
+
+def test_messages_and_bytes_and_garbage():
+    assert to_text([{"role": "assistant", "content": GOOD}]) == GOOD
+    assert to_text({"role": "assistant", "content": [{"type": "text", "text": GOOD}]}) == GOOD
+    assert parse_completion(GOOD.encode() + b"\xff\xfe").country == "France"
+    assert parse_completion(None).format_ok is False
+    assert parse_completion("\ud800 🌍" * 1000).country is None
+
+
+def test_localizability_judgement():
+    assert parse_localizability("localizable: yes\nscore: 0.83") == (True, 0.83)
+    assert parse_localizability("Localizable: NO\nscore: .2") == (False, 0.2)
+    assert parse_localizability("no idea\nscore: 7") == (None, None)
+
+
+def test_build_messages_has_image_part():
+    m = build_messages("where?", answer="x")
+    assert m[0]["content"][0] == {"type": "image"} and m[1]["role"] == "assistant"
