@@ -36,6 +36,67 @@ def _cmd_build_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_tiny_detector(args: argparse.Namespace) -> int:
+    """Build the tiny random OWL-ViT (clue verification in the default profile) offline."""
+    import time
+
+    from globe.distill import build_tiny_detector
+
+    t0 = time.perf_counter()
+    out = build_tiny_detector(args.out, seed=args.seed)
+    print(f"tiny OWL-ViT detector (seed {args.seed}) in {out} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    """Score a predictions file against a labels file (coordinates or free text) and print the km table."""
+    from globe.geo.score import format_table, score_files
+
+    metrics, _ = score_files(
+        args.predictions, args.labels, json_out=args.json, rows_out=args.rows, id_col=args.id,
+        label_id=args.label_id, lat_col=args.lat, lon_col=args.lon, text_col=args.text,
+        label_lat=args.label_lat, label_lon=args.label_lon, city_km=args.city_km, n_boot=args.n_boot, seed=args.seed,
+    )
+    print(format_table(metrics))
+    return 0
+
+
+def _cmd_serve_reward_model(args: argparse.Namespace) -> int:
+    """Serve the localizability reward model as an OpenAI-compatible chat-completions endpoint with logprobs."""
+    import logging
+
+    from globe.reward_model import LocalizabilityScorer, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scorer = LocalizabilityScorer(args.model, args.adapter, batch_size=args.batch_size, max_pixels=args.max_pixels,
+                                  dtype=args.dtype, device=args.device, backend=args.backend, error_budget=None)
+    serve(scorer, args.host, args.port, model_name=args.model_name, api_key_env=args.api_key_env,
+          max_top_logprobs=args.max_top_logprobs)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """Run the evaluation stage from params.yaml's eval group (what notebook 05 runs), with optional overrides."""
+    import logging
+
+    from globe.config import stage_params
+    from globe.evaluate import EvalConfig, MissingBenchmark, evaluate
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = stage_params("05_eval", args.params)
+    if args.benchmark:
+        params["run_benchmarks"] = args.benchmark
+    if args.max_images is not None:
+        params["max_images"] = args.max_images
+    try:
+        evaluate(EvalConfig.from_params(params))
+    except MissingBenchmark as e:
+        print(f"globe evaluate: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {params['out']}/metrics.json and {params['out']}/tables/main.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="globe", description="GLOBE geo-localization: data, training, evaluation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +115,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="models/tiny-qwen2.5-vl", help="output directory")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_build_tiny_model)
+
+    p = sub.add_parser("build-tiny-detector", help="build the tiny random OWL-ViT detector offline (default profile)")
+    p.add_argument("--out", default="models/tiny-owlvit", help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_build_tiny_detector)
+
+    p = sub.add_parser("score", help="score predictions (coordinates or place names) against labels, in km")
+    p.add_argument("predictions", help="CSV / JSONL / parquet of predictions")
+    p.add_argument("labels", help="CSV / JSONL / parquet of true coordinates (may be the same file)")
+    p.add_argument("--id", default=None, help="id column joining the files (default: id, IMG_ID, name, ...)")
+    p.add_argument("--label-id", default=None, help="id column in the labels when it differs from --id")
+    p.add_argument("--lat", default=None, help="predicted latitude column")
+    p.add_argument("--lon", default=None, help="predicted longitude column")
+    p.add_argument("--text", default=None, help="free-text prediction column, resolved by the offline geocoder")
+    p.add_argument("--label-lat", default=None, help="true latitude column (default: lat, latitude, LAT)")
+    p.add_argument("--label-lon", default=None, help="true longitude column (default: lon, longitude, LON)")
+    p.add_argument("--city-km", type=float, default=25.0, help="a city prediction this close counts as the city")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the figures as JSON here")
+    p.add_argument("--rows", default=None, help="write one row per label here (.csv or .parquet)")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("serve-reward-model", help="serve the reward model (OpenAI-compatible, logprobs) over HTTP")
+    p.add_argument("--model", required=True, help="base VLM (hub id or local path)")
+    p.add_argument("--adapter", default=None, help="reward-model LoRA adapter directory (e.g. models/reward_model)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-name", default="globe-reward-model", help="the `model` name clients send")
+    p.add_argument("--batch-size", type=int, default=8, help="concurrent requests scored together")
+    p.add_argument("--max-pixels", type=int, default=None, help="downscale images to this many pixels (default: "
+                   "the adapter's training setting)")
+    p.add_argument("--max-top-logprobs", type=int, default=20, help="largest top_logprobs a request may ask for")
+    p.add_argument("--api-key-env", default="GLOBE_RM_API_KEY", help="env var holding the API key (unset: no auth)")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="auto", choices=["auto", "transformers", "unsloth"])
+    p.set_defaults(func=_cmd_serve_reward_model)
+
+    p = sub.add_parser("evaluate", help="evaluate models and baselines on benchmarks (params.yaml eval group)")
+    p.add_argument("--benchmark", action="append", help="benchmark to run (repeatable; default: eval.run_benchmarks)")
+    p.add_argument("--max-images", type=int, default=None, help="cap per benchmark (seeded subsample)")
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_evaluate)
 
     return parser
 

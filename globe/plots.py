@@ -466,3 +466,30 @@ def _gallery_html(rows: list[dict], path: Path, title: str) -> Path:
                      f"<p><b>answer:</b> {h.escape(str(r.get('answer') or '(none)'))} — <b>error:</b> {err}</p></div></div>")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def gallery_rows(pred, dataset=None, k: int = 4, seed: int = 0) -> list[dict]:
+    """k prediction rows ready for `reasoning_gallery`: photo and verified entities from `dataset` (a datasets
+    Dataset with id, image and optionally entities), think / answer / error from `pred`. Rows with reasoning first."""
+    import pandas as pd
+
+    if dataset is not None:
+        meta = {"id": dataset["id"]}
+        if "entities" in dataset.column_names:
+            meta["entities"] = dataset["entities"]
+        meta = pd.DataFrame(meta)
+        pred = pred.merge(meta, on="id", how="inner")
+    if not len(pred):
+        return []
+    has_think = pred["think"].fillna("").str.len() > 0 if "think" in pred else pd.Series(False, index=pred.index)
+    chosen = pd.concat([pred[has_think], pred[~has_think]]).head(max(k * 5, k))
+    chosen = chosen.sample(n=min(k, len(chosen)), random_state=seed).sort_values("id")
+    index = {i: n for n, i in enumerate(dataset["id"])} if dataset is not None else {}
+    rows = []
+    for r in chosen.to_dict("records"):
+        answer = ", ".join(str(r[c]) for c in ("city", "country") if isinstance(r.get(c), str) and r.get(c))
+        rows.append({"id": r["id"], "think": r.get("think") if isinstance(r.get("think"), str) else "",
+                     "entities": list(r.get("entities")) if r.get("entities") is not None else [],
+                     "answer": answer or None, "distance_km": r.get("distance_km"),
+                     "image": dataset[index[r["id"]]]["image"] if r["id"] in index else None})
+    return rows

@@ -49,7 +49,12 @@ PROMPTS: dict[str, str] = {
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S | re.I)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
-_FIELD = re.compile(r"^\s*(country|city)\s*[:：]\s*(.*?)\s*$", re.I | re.M)
+# A `country:` / `city:` field at a line start or after . , ; (one-line answers). Horizontal white space only
+# ([^\S\n]), so an empty value never swallows the next line. The value is the rest of the line, captured in a
+# lookahead so that a second label on the same line is still found; `(.*?)\s*$` would backtrack quadratically.
+_FIELD = re.compile(r"(?:^|(?<=[.,;]))[^\S\n]*(country|city)[^\S\n]*[:：][^\S\n]*(?=([^\n]*))", re.I | re.M)
+# A one-line answer ("country: France. city: Lyon") ends the country value where the next label starts.
+_NEXT_LABEL = re.compile(r"\b(?:country|city)[^\S\n]*[:：]", re.I)
 # The whole completion in the one accepted shape: think, then answer, then nothing.
 _STRICT = re.compile(r"\A\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>((?:(?!</?think>|</?answer>).)*)</answer>\s*\Z", re.S | re.I)
 _LOCALIZABLE = re.compile(r"localizable\s*[:：]\s*(yes|no)", re.I)
@@ -83,7 +88,8 @@ def to_text(completion) -> str:
     if isinstance(completion, bytes):
         return completion.decode("utf-8", errors="replace")
     if isinstance(completion, str):
-        return completion
+        # Lone surrogates (invalid UTF-8 decoded with surrogateescape) would break any later .encode() (JSON, HTTP).
+        return completion.encode("utf-8", errors="replace").decode("utf-8")
     if isinstance(completion, dict):
         content = completion.get("content", "")
         if isinstance(content, list):  # multimodal content parts
@@ -99,7 +105,11 @@ def _field(answer: str, name: str) -> str | None:
     values = [m.group(2) for m in _FIELD.finditer(answer) if m.group(1).lower() == name]
     if len(values) != 1:
         return None  # missing, or hedged over several lines
-    value = values[0].strip().strip(".").strip()
+    value = values[0]
+    m = _NEXT_LABEL.search(value)
+    if m:
+        value = value[: m.start()].rstrip().rstrip(".,;")
+    value = value.strip().strip(".").strip()
     return value or None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import yaml
 
 from globe.config import apply_profile, deep_merge, load_params, stage_params
 
-from .conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_stage_params_merge_common_and_group():

