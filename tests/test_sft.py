@@ -116,7 +116,7 @@ def test_loss_only_on_assistant_turn(tiny_vlm_dir, reason_ds, tmp_path):
         assert trained[first:].sum() == trained.sum()
 
 
-def test_train_resume_and_outputs(tiny_vlm_dir, reason_ds, tmp_path, sample_dir):
+def test_train_resume_and_outputs(tiny_vlm_dir, reason_ds, tmp_path, sample_dir, caplog):
     from globe.models import generate, load_vlm
     from globe.train.sft import train_sft
 
@@ -140,12 +140,15 @@ def test_train_resume_and_outputs(tiny_vlm_dir, reason_ds, tmp_path, sample_dir)
     assert all(r["eval_loss"] for r in rows)  # eval_steps=1
     assert set(rows[0]) == {"step", "loss", "eval_loss", "learning_rate", "grad_norm", "epoch"}
 
-    # Checkpoints of a run with other training settings are not silently resumed; resume: false starts over.
-    with pytest.raises(RuntimeError, match="learning_rate"):
-        train_sft(_cfg(tiny_vlm_dir, reason_ds, tmp_path, max_steps=5, learning_rate=5e-4))
+    # Checkpoints of a run with other training settings belong to another experiment: it starts over, saying so.
+    with caplog.at_level("WARNING", logger="globe.train.sft"):
+        changed = train_sft(_cfg(tiny_vlm_dir, reason_ds, tmp_path, max_steps=1, learning_rate=5e-4))
+    assert "learning_rate" in caplog.text and "starting over" in caplog.text
+    assert json.loads((changed / "train_summary.json").read_text())["resumed_from_step"] == 0
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1"]
+    # resume: false starts over even with the same settings.
     fresh = train_sft(_cfg(tiny_vlm_dir, reason_ds, tmp_path, max_steps=1, learning_rate=5e-4, resume=False))
     assert json.loads((fresh / "train_summary.json").read_text())["resumed_from_step"] == 0
-    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1"]
 
     # The adapter is a PEFT adapter on the base model; it loads through load_vlm and generates.
     assert (out / "adapter_config.json").is_file()

@@ -211,28 +211,40 @@ def _fingerprint(cfg: SFTConfigParams) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
 
 
-def _last_checkpoint(cfg: SFTConfigParams) -> str | None:
-    """The checkpoint to resume from: the newest one, if it was written with the same training settings."""
+def data_fingerprint(path: str | Path) -> str | None:
+    """The `datasets` fingerprints of a dataset saved on disk (one per split): they change when its content does."""
+    states = sorted(Path(path).glob("**/state.json"))
+    if not states:
+        return None
+    return ",".join(json.loads(p.read_text()).get("_fingerprint", "?") for p in states)
+
+
+def _last_checkpoint(cfg: SFTConfigParams, data_fingerprint: str | None = None) -> str | None:
+    """The checkpoint to resume from: the newest one, if it was written with the same training settings and data.
+
+    A run killed mid-way resumes; a run whose settings or data changed since (a new experiment) starts over, saying
+    so, rather than continuing from checkpoints that belong to another experiment."""
     import shutil
 
     from transformers.trainer_utils import get_last_checkpoint
 
     ckpt = cfg.checkpoint_dir
     stamp = ckpt / FINGERPRINT_FILE
+    now = json.loads(json.dumps({**_fingerprint(cfg), "data": data_fingerprint}))
     if ckpt.is_dir() and not cfg.resume:
         log.info("resume is off: removing old checkpoints in %s", ckpt)
         shutil.rmtree(ckpt)
     last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
     if last is not None:
         before = json.loads(stamp.read_text()) if stamp.is_file() else None
-        if before != json.loads(json.dumps(_fingerprint(cfg))):
-            changed = sorted(k for k in _fingerprint(cfg) if (before or {}).get(k) != _fingerprint(cfg)[k])
-            raise RuntimeError(
-                f"{ckpt} holds checkpoints of a run with other settings ({changed or 'unknown'}); delete that folder "
-                "or set sft.resume: false to start over"
-            )
+        if before != now:
+            changed = sorted(k for k in now if (before or {}).get(k) != now[k])
+            log.warning("%s holds checkpoints of a run with other settings or data (%s): starting over", ckpt,
+                        ", ".join(changed) or "no record")
+            shutil.rmtree(ckpt)
+            last = None
     ckpt.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(_fingerprint(cfg), indent=2) + "\n")
+    stamp.write_text(json.dumps(now, indent=2) + "\n")
     return last
 
 
@@ -305,7 +317,7 @@ def train_sft(cfg: SFTConfigParams | dict) -> Path:
     if isinstance(cfg, dict):
         cfg = SFTConfigParams.from_params(cfg)
     t0 = time.perf_counter()
-    resume_from = _last_checkpoint(cfg)  # before loading anything: a settings mismatch fails fast
+    resume_from = _last_checkpoint(cfg, data_fingerprint(cfg.dataset))  # before loading anything
     trainer, processor = build_trainer(cfg)
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
     if resume_from:
