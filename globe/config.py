@@ -91,7 +91,9 @@ def apply_profile(name: str, params_path: str | os.PathLike | None = None, profi
     with open(params_path, encoding="utf-8") as f:
         params = rt.load(f)
     with open(profile_path, encoding="utf-8") as f:
-        overlay = yaml.safe_load(f) or {}
+        # Round-trip load keeps each scalar's written form: a float such as 1.0e-6 dumped back as 1e-06 would read
+        # as a string to YAML 1.1 parsers (PyYAML, DVC).
+        overlay = rt.load(f) or {}
     unknown = [k for k in overlay if k not in params]
     if unknown:
         raise KeyError(f"profile {name!r} names groups that params.yaml lacks: {unknown}")
