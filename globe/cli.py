@@ -97,6 +97,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_grpo(args: argparse.Namespace) -> int:
+    """GRPO from params.yaml (common + grpo); `accelerate launch -m globe.train.grpo` is the multi-GPU form."""
+    from globe.train.grpo import main
+
+    return main((["--params", args.params] if args.params else []) + (["--set", *args.set] if args.set else []))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="globe", description="GLOBE geo-localization: data, training, evaluation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=None, help="cap per benchmark (seeded subsample)")
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("train-grpo", help="GRPO-train the policy (params.yaml grpo group); resumes from the last checkpoint")
+    p.add_argument("--params", default=None, help="params file (default: params.yaml at the project root)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override grpo parameters, e.g. steps=2")
+    p.set_defaults(func=_cmd_train_grpo)
 
     return parser
 
