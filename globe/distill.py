@@ -65,10 +65,15 @@ def prompt_text(kind: str) -> str:
 
 
 def cache_key(image_id: str, teacher: str, prompt: str, sampling, prompt_version: str | None = None) -> str:
-    """The cache key of one answer: (image id, teacher, prompt version, prompt, sampling parameters)."""
+    """The cache key of one answer: (image id, teacher, prompt version, prompt, sampling parameters).
+
+    `prompt` is a prompt kind (`PROMPT_KINDS`: its current text is part of the key too, so an edited prompt is asked
+    again even when nobody bumped `PROMPT_VERSION`) or a prompt text.
+    """
     from globe.prompts import PROMPT_VERSION
 
-    parts = [str(image_id), teacher, prompt_version or PROMPT_VERSION, prompt, sampling.key()]
+    text = prompt_text(prompt) if prompt in PROMPT_KINDS else prompt
+    parts = [str(image_id), teacher, prompt_version or PROMPT_VERSION, prompt, text, sampling.key()]
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
 
 
@@ -147,6 +152,15 @@ class ResponseCache:
 _META_COLUMNS = ("id", "lat", "lon", "country_code", "country", "admin1", "city", "continent", "title")
 
 
+def _record(key: str, split: str, kind: str, request, response, teacher: str, sampling) -> dict:
+    """The cache line of one answer."""
+    from globe.prompts import PROMPT_VERSION
+
+    return {"key": key, "id": request.id, "split": split, "teacher": teacher, "prompt": kind,
+            "prompt_version": PROMPT_VERSION, "sampling": json.loads(sampling.key()), "text": response.text,
+            "meta": response.meta}
+
+
 def query_teachers(teachers: Sequence, splits: Mapping[str, Any], cache: ResponseCache, batch_size: int = 8,
                    kinds: Sequence[str] = PROMPT_KINDS, progress: bool = False) -> dict:
     """Ask every teacher every prompt about every photo of `splits` ({name: datasets.Dataset}) that the cache lacks.
@@ -156,8 +170,7 @@ def query_teachers(teachers: Sequence, splits: Mapping[str, Any], cache: Respons
     """
     from tqdm.auto import tqdm
 
-    from globe.prompts import PROMPT_VERSION
-    from globe.teachers import Request
+    from globe.teachers import ErrorBudgetExceeded, Request
 
     import time
 
@@ -187,7 +200,13 @@ def query_teachers(teachers: Sequence, splits: Mapping[str, Any], cache: Respons
                 meta = {c: sample.get(c) for c in _META_COLUMNS}
                 requests.append(Request(id=str(sample["id"]), image=sample.get("image"), prompt=prompt_text(kind),
                                         sampling=teacher.sampling, meta=meta))
-            responses = teacher.complete(requests)
+            try:
+                responses = teacher.complete(requests)
+            except ErrorBudgetExceeded as e:  # keep the answers of this batch that did complete, then stop
+                cache.append([_record(key, split, kind, req, resp, t, teacher.sampling)
+                              for (split, _, kind, key), req, resp in zip(batch, requests, e.responses)
+                              if resp is not None and resp.error is None])
+                raise
             if len(responses) != len(requests):
                 raise RuntimeError(f"teacher {t!r} returned {len(responses)} responses for {len(requests)} requests")
             records = []
@@ -198,9 +217,7 @@ def query_teachers(teachers: Sequence, splits: Mapping[str, Any], cache: Respons
                     if len(stats["error_examples"]) < 5:
                         stats["error_examples"].append(f"{t} {req.id} {kind}: {resp.error[:200]}")
                     continue
-                records.append({"key": key, "id": req.id, "split": split, "teacher": t, "prompt": kind,
-                                "prompt_version": PROMPT_VERSION, "sampling": json.loads(teacher.sampling.key()),
-                                "text": resp.text, "meta": resp.meta})
+                records.append(_record(key, split, kind, req, resp, t, teacher.sampling))
             cache.append(records)
             bar.update(len(batch))
         bar.close()

@@ -312,9 +312,11 @@ def open_image(image: Any, max_side: int | None = None):
 
 
 def cache_key(entry: ModelEntry, cfg: EvalConfig) -> str:
-    """What makes completions comparable: model, adapter, prompt and decoding. A changed key ignores old lines."""
+    """What makes completions comparable: model, adapter, prompt, the image size the model sees and decoding. A
+    changed key ignores old lines."""
     spec = dict(model=entry.model or cfg.base_model, adapter=entry.adapter, prompt=entry.prompt_text(),
-                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+                image_max_side=cfg.image_max_side)
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -828,10 +830,3 @@ def main_table(metrics: dict, published_rows: pd.DataFrame | None = None, baseli
 
 def _fmt_km(v: Any) -> str:
     return "–" if v is None else f"{v:,.0f} km"
-
-
-def run_from_params(params: dict | None = None, progress: bool = True) -> dict:
-    """`evaluate` with stage_params('05_eval') (or the dict given)."""
-    from globe.config import stage_params
-
-    return evaluate(EvalConfig.from_params(params if params is not None else stage_params("05_eval")), progress)

@@ -85,8 +85,11 @@ def coverage_map(df, path: str | Path, *, lat: str = "lat", lon: str = "lon", hu
     fig, ax = plt.subplots(figsize=(11, 5.2))
     _basemap(ax)
     if hue and hue in df:
-        for (name, group), color in zip(df.groupby(hue), plt.cm.tab10.colors):
-            ax.scatter(group[lon], group[lat], s=12, color=color, label=f"{name} ({len(group)})", zorder=3)
+        # Largest group first so that the smaller ones (say, the test split) are drawn on top and stay visible.
+        groups = sorted(df.groupby(hue), key=lambda g: -len(g[1]))
+        for z, ((name, group), color) in enumerate(zip(groups, plt.cm.tab10.colors)):
+            ax.scatter(group[lon], group[lat], s=14, color=color, edgecolor="white", linewidth=0.4,
+                       label=f"{name} ({len(group)})", zorder=3 + z)
         ax.legend(loc="lower left", title=hue)
     else:
         ax.scatter(df[lon], df[lat], s=12, color="tab:blue", label=f"photos ({len(df)})", zorder=3)

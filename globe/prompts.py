@@ -58,7 +58,8 @@ _NEXT_LABEL = re.compile(r"\b(?:country|city)[^\S\n]*[:：]", re.I)
 # The whole completion in the one accepted shape: think, then answer, then nothing.
 _STRICT = re.compile(r"\A\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>((?:(?!</?think>|</?answer>).)*)</answer>\s*\Z", re.S | re.I)
 _LOCALIZABLE = re.compile(r"localizable\s*[:：]\s*(yes|no)", re.I)
-_SCORE = re.compile(r"score\s*[:：]\s*([01](?:\.\d+)?|\.\d+)", re.I)
+# A score in [0, 1] written as a decimal; "score: 10" or "score: 15%" is not one (no digit, '.' or % may follow).
+_SCORE = re.compile(r"score\s*[:：]\s*([01](?:\.\d+)?|\.\d+)(?![\d.%])", re.I)
 
 
 @dataclass

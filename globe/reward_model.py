@@ -1041,17 +1041,18 @@ def train_reward_model(cfg: Mapping[str, Any] | RewardModelConfig) -> dict:
 
     Writes the adapter (+ processor and `globe_reward_model.json` settings) to `cfg.out` and the metrics to
     `cfg.metrics`; returns the metrics. A run killed mid-training resumes from its last checkpoint in
-    `<out>/checkpoints` (removed once the adapter is saved).
+    `<out>/checkpoints` (removed once the adapter is saved) when its settings and labels are unchanged; otherwise it
+    starts over (`globe.train.resume_checkpoint`).
     """
     import shutil
 
     from datasets import Features, Value
     from datasets import Image as ImageFeature
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     from globe.config import seed_everything
     from globe.models import load_vlm, lora_settings
+    from globe.train import data_fingerprint, resume_checkpoint
 
     cfg = cfg if isinstance(cfg, RewardModelConfig) else RewardModelConfig.from_params(cfg)
     cfg.validate()
@@ -1123,7 +1124,10 @@ def train_reward_model(cfg: Mapping[str, Any] | RewardModelConfig) -> dict:
         use_cpu=not torch.cuda.is_available(),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=processor)
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    # Resume only checkpoints of this very run (same settings and labels); a changed experiment starts over.
+    resumable = ("out", "metrics", "steps", "save_steps", "eval_batch_size")
+    settings = {k: v for k, v in asdict(cfg).items() if k not in resumable}
+    last = resume_checkpoint(ckpt_dir, {**settings, "labels_data": data_fingerprint(cfg.labels)})
     if last:
         log.info("reward model: resuming from %s", last)
     start = time.perf_counter()

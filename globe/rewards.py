@@ -83,14 +83,15 @@ CLUE_CATEGORIES: dict[str, tuple[str, ...]] = {
     ),
     "vegetation": (
         "vegetation", "palm tree", "coconut palm", "pine", "conifer", "birch", "eucalyptus", "cactus", "bamboo",
-        "olive tree", "cypress", "baobab", "acacia", "banana", "tree", "shrub", "grass", "moss", "flowers",
+        "olive tree", "cypress", "baobab", "acacia", "banana", "tree", "shrub", "grass", "moss", "flower",
     ),
     "people and culture": (
         "clothing", "dress", "headscarf", "turban", "kimono", "sari", "hat", "uniform", "people", "crowd",
         "festival", "currency", "food",
     ),
-    "sky and climate": ("climate", "sky", "sun", "clouds", "fog", "tropical", "arid", "temperate"),
+    "sky and climate": ("climate", "sky", "sun", "cloud", "fog", "tropical", "arid", "temperate"),
 }
+# Terms are singular: the matcher allows a plural "s"/"es" on the last word (so "clouds" counts as "cloud").
 CLUE_VOCABULARY: tuple[str, ...] = tuple(dict.fromkeys(t for terms in CLUE_CATEGORIES.values() for t in terms))
 
 

@@ -77,7 +77,13 @@ class TeacherError(RuntimeError):
 
 
 class ErrorBudgetExceeded(TeacherError):
-    """More requests failed (after retries) than the teacher's error budget allows: the run stops."""
+    """More requests failed (after retries) than the teacher's error budget allows: the run stops.
+
+    `responses` holds, per request of the interrupted call, its answer if it had completed (else None), so the caller
+    can keep what was already paid for.
+    """
+
+    responses: list = []
 
 
 class Teacher:
@@ -297,11 +303,14 @@ class OpenAITeacher(Teacher):
                         self.n_failed += 1
                         log.error("teacher %s: request failed after retries: %s", self.name, resp.error[:200])
                         if self.n_failed > self.error_budget:
-                            raise ErrorBudgetExceeded(
+                            err = ErrorBudgetExceeded(
                                 f"teacher {self.name!r}: {self.n_failed} requests failed after {self.max_retries} retries, "
                                 f"more than error_budget={self.error_budget}; stopping. Last error: {resp.error[:200]}. "
                                 "Completed answers are already cached; fix the endpoint and run again to resume."
                             )
+                            done = [t.done() and not t.cancelled() and t.exception() is None for t in tasks]
+                            err.responses = [t.result() if ok else None for t, ok in zip(tasks, done)]
+                            raise err
             finally:
                 for t in tasks:
                     t.cancel()

@@ -26,6 +26,7 @@ from globe.distill import (
     filter_ground_truth,
     filter_localizability,
     funnel_table,
+    query_teachers,
     run_distillation,
 )
 from globe.prompts import format_target, parse_completion
@@ -116,6 +117,25 @@ def test_killed_run_resumes_without_loss_or_duplicates(sample_dataset, tmp_path)
     assert set(keys) == expected
 
 
+def test_answers_completed_before_the_error_budget_stops_are_kept(sample_dataset, tmp_path):
+    """A teacher that stops mid-batch (error budget) still gets the batch's finished answers cached."""
+    from datasets import load_from_disk
+
+    from globe.teachers import ErrorBudgetExceeded, Response
+
+    class Failing(ReferenceTeacher):
+        def complete(self, requests):
+            ok = super().complete(requests)
+            err = ErrorBudgetExceeded("budget")
+            err.responses = [ok[0], Response(text="", error="HTTP 500"), None] + [None] * (len(requests) - 3)
+            raise err
+
+    cache = ResponseCache(tmp_path / "c.jsonl")
+    with pytest.raises(ErrorBudgetExceeded):
+        query_teachers([Failing(name="f")], dict(load_from_disk(str(sample_dataset))), cache, batch_size=4)
+    assert len(cache) == 1 and len(ResponseCache(tmp_path / "c.jsonl")) == 1  # the one answer that completed
+
+
 def test_cache_skips_corrupt_and_duplicate_lines(tmp_path, caplog):
     path = tmp_path / "c.jsonl"
     good = {"key": "k1", "text": "a"}
@@ -134,6 +154,15 @@ def test_cache_key_covers_prompt_version_and_sampling():
               cache_key("img", "t", "localizability", Sampling()), cache_key("img", "t", "reasoning", Sampling(temperature=1.0)),
               cache_key("img", "t", "reasoning", Sampling(), prompt_version="globe-v0")]
     assert base not in others and len(set(others)) == len(others)
+
+
+def test_cache_key_covers_the_prompt_text(monkeypatch):
+    """An edited prompt is asked again even when PROMPT_VERSION was not bumped."""
+    from globe import prompts
+
+    base = cache_key("img", "t", "reasoning", Sampling())
+    monkeypatch.setattr(prompts, "REASONING_PROMPT", prompts.REASONING_PROMPT + " Be brief.")
+    assert cache_key("img", "t", "reasoning", Sampling()) != base
 
 
 # ------------------------------------------------------------------------------------------------------ filters

@@ -315,3 +315,13 @@ def test_missing_adapter_and_vllm_fail_clearly(tmp_path, bench_csv, tiny_vlm_dir
         with pytest.raises(RuntimeError, match="pip install vllm"):
             ev.predict(bench, cfg.models[0], cfg, tmp_path / "v.jsonl", progress=False)
     assert not (tmp_path / "a.jsonl").exists() or (tmp_path / "a.jsonl").read_text() == ""
+
+
+def test_cache_key_changes_with_what_the_model_sees(tmp_path):
+    """Completions cached at one image size are not reused at another (the model saw other pixels)."""
+    base = _cfg(tmp_path)
+    key = ev.cache_key(base.models[0], base)
+    assert key == ev.cache_key(base.models[0], _cfg(tmp_path))
+    for over in ({"image_max_side": 256}, {"max_new_tokens": 9}, {"seed": 1}):
+        other = _cfg(tmp_path, **over)
+        assert ev.cache_key(other.models[0], other) != key, over

@@ -366,3 +366,28 @@ def test_whole_completions_use_the_answer_only():
     hedged = "<think>x</think><answer>country: France\ncountry: Spain\ncity: Lyon</answer>"
     assert geocode(hedged).country_code in ("FR", "")  # country hedged: the parser drops it, the city decides
     assert geocode("<think>x</think><answer></answer>").level == "none"
+
+
+@pytest.mark.parametrize(
+    "text, level, cc",
+    [
+        ("Nowhereville-sur-Rien", "none", ""),  # not Sur, Oman
+        ("Nowhereville-sur-Rien, France", "country", "FR"),  # not Sours, France
+        ("Nowhereville sur Rien, France", "country", "FR"),
+        ("country: France\ncity: Nowhereville-sur-Rien", "country", "FR"),
+        ("Frobnitz Springs, USA", "country", "US"),  # not Springs, New York
+        ("city: Blorptown\nregion: Bavaria\ncountry: Germany", "admin", "DE"),
+    ],
+)
+def test_invented_city_falls_back_to_next_level(text, level, cc):
+    """An unknown city name is not matched through a fragment of it: the answer resolves to what else it names."""
+    r = geocode(text)
+    assert (r.level, r.country_code, r.city) == (level, cc, ""), r
+
+
+def test_place_in_a_phrase_still_found():
+    """Words around a place that describe rather than name it keep the n-gram search useful."""
+    for text in ["Downtown Tokyo", "Tokyo Tower", "somewhere near Kyoto Japan", "Eiffel Tower in Paris",
+                 "Montmartre Paris"]:
+        r = geocode(text)
+        assert r.level == "city" and r.city in ("Tokyo", "Kyoto", "Paris"), r

@@ -58,6 +58,9 @@ def test_localizability_judgement():
     assert parse_localizability("localizable: yes\nscore: 0.83") == (True, 0.83)
     assert parse_localizability("Localizable: NO\nscore: .2") == (False, 0.2)
     assert parse_localizability("no idea\nscore: 7") == (None, None)
+    assert parse_localizability("localizable: yes\nscore: 10") == (True, None)
+    assert parse_localizability("localizable: yes\nscore: 15%") == (True, None)
+    assert parse_localizability("localizable: yes\nscore: 1") == (True, 1.0)
 
 
 def test_build_messages_has_image_part():

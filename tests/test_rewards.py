@@ -321,6 +321,8 @@ def test_clue_vocabulary():
     found = mentioned_clues("Two Palm Trees, a road-sign and license plates; a scarf. Tree-lined street.")
     assert found == {"palm tree", "road sign", "license plate", "tree", "street"}  # "car" not in "scarf"
     assert mentioned_clues(None) == set()
+    # singular and plural are one term, so a verified "cloud" entity verifies "clouds" in the reasoning
+    assert mentioned_clues("a cloud, a flower") == mentioned_clues("clouds and flowers") == {"cloud", "flower"}
 
 
 # ---- localizability -------------------------------------------------------------------------------------------

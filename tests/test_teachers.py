@@ -177,6 +177,14 @@ def test_error_budget_stops_the_run(server, key_env):
     assert out[0].error and out[1].text == "echo:b"
 
 
+def test_error_budget_hands_back_the_answers_already_completed(server, key_env):
+    t = teacher(server, key_env, concurrency=1, max_retries=0, error_budget=0)
+    with pytest.raises(ErrorBudgetExceeded) as e:
+        t.complete(reqs(["ok:a", "dead:b", "ok:c"]))
+    done = e.value.responses
+    assert len(done) == 3 and done[0].text == "echo:a" and done[1].error and KEY not in done[1].error
+
+
 def test_key_never_leaks(server, key_env, tmp_path, caplog):
     from datasets import Dataset, Features, Image as ImageFeature, Value
 

@@ -12,7 +12,10 @@ How an answer is read (`geocode`):
    naming admin-1 regions ("Texas", "Bavaria", or a US postal code as a whole part, "TX") are noted.
 4. Every other part is looked up in the name index (primary, alternate, native names and exonyms, with case,
    diacritics, punctuation and "St."/"Saint" folded). Parts with no exact hit are also searched word by word
-   (n-grams up to 4 words: "Eiffel Tower in Paris" -> "paris"), as weaker evidence.
+   (n-grams up to 4 words: "Eiffel Tower in Paris" -> "paris"), as weaker evidence. An n-gram is a city
+   candidate only if it is made of whole tokens and bounded by the part's edges, stop words, descriptive words
+   ("downtown", "tower") or known country / region / place names, so an invented name ("Nowhereville-sur-Rien",
+   "Frobnitz Springs") falls back to the next level instead of crediting a fragment ("Sur", "Springs").
 5. Candidates are ranked by: agreement with the named country (or its parent for territories such as Hong Kong)
    or a named region; exact part over n-gram; then log10(population) + 1 if the name is the place's primary
    name (so "Bombay" reaches Mumbai rather than a village called Bombay, and Paris, France beats Paris, Texas
@@ -49,6 +52,16 @@ _STOP = {"in", "the", "of", "near", "at", "a", "an", "and", "or", "city", "town"
          "le", "el", "du", "di", "da", "do", "is", "it", "this", "that", "country", "region", "state", "province",
          "no", "not", "idea", "sure", "all", "maybe", "somewhere", "probably", "likely", "looks", "like", "photo",
          "image", "taken", "answer", "guess", "my", "its", "be", "could", "would", "think", "i", "we", "you"}
+# Words that describe a place rather than name one; an n-gram next to one of them may be a place name.
+_DESCRIPTIVE = {
+    "downtown", "central", "centre", "center", "old", "new", "historic", "town", "area", "outskirts", "suburb",
+    "suburbs", "greater", "metro", "metropolitan", "district", "north", "south", "east", "west", "northern",
+    "southern", "eastern", "western", "upper", "lower", "coast", "coastal", "rural", "countryside", "village",
+    "capital", "outside", "around", "inside", "tower", "square", "street", "bridge", "cathedral", "church",
+    "temple", "shrine", "mosque", "palace", "castle", "market", "museum", "university", "station", "airport",
+    "harbour", "harbor", "port", "beach", "bay", "park", "river", "lake", "mountains", "mount", "island",
+    "islands", "valley", "skyline", "view", "streets", "gate", "opera", "house", "gardens", "harbourfront",
+}
 _NATIONS = {"england", "scotland", "wales", "northern ireland"}  # country aliases that are also GB regions
 _MAJOR_CITY = 100_000  # a city smaller than this named like a region is read as the region ("Texas, USA")
 _LABELLED = re.compile(r"^\s*\**\s*(country|city|town|region|state|province|admin1|location)\s*\**\s*[:=]\s*(.*)$",
@@ -138,15 +151,43 @@ def _parts(text: str) -> list[str]:
     return [p.strip() for p in _SPLIT.split(text) if p.strip()]
 
 
-def _ngrams(words: list[str], max_n: int = 4) -> list[str]:
+def _words(raw: str) -> tuple[list[str], list[bool]]:
+    """Normalised words of a raw part, and for each whether it starts a whitespace-separated token.
+
+    A hyphenated or apostrophed token ("Nowhereville-sur-Rien") stays one unit: its pieces are not places.
+    """
+    words: list[str] = []
+    starts: list[bool] = []
+    for tok in raw.split():
+        ws = normalize(tok).split()
+        words += ws
+        starts += [True] + [False] * (len(ws) - 1)
+    return words, starts
+
+
+def _ngrams(words: list[str], starts: list[bool] | None = None, max_n: int = 4) -> list[tuple[str, int, int]]:
+    """(gram, first word, end word) for runs of whole tokens, longest first, right to left within a length."""
+    starts = [True] * len(words) if starts is None else starts
     out = []
     for n in range(min(max_n, len(words)), 0, -1):
         for i in range(len(words) - n, -1, -1):  # right to left: "Tower, in Paris" prefers the later place
+            if not starts[i] or (i + n < len(words) and not starts[i + n]):
+                continue  # a fragment of a hyphenated token
             g = words[i : i + n]
             if n == 1 and (g[0] in _STOP or len(g[0]) < 3):
                 continue
-            out.append(" ".join(g))
+            out.append((" ".join(g), i, i + n))
     return out
+
+
+def _delimits(gaz: Gazetteer, word: str | None) -> bool:
+    """Whether a word next to an n-gram ends the name there (part edge, stop or descriptive word, a country, region
+    or place name), so the n-gram is a place mentioned in a phrase ("Eiffel Tower in Paris", "Tokyo Tower",
+    "Montmartre Paris") rather than a piece of a longer unknown name ("Frobnitz Springs", "Nowhereville sur Rien")."""
+    return (
+        word is None or word in _STOP or word in _DESCRIPTIVE or word in gaz.country_index
+        or word in gaz.admin_index or gaz.places_named(word).size > 0
+    )
 
 
 # ---- resolution ----------------------------------------------------------------------------------------------
@@ -248,8 +289,15 @@ def _resolve(gaz: Gazetteer, text: str, country: str | None) -> GeoResult:
         if exact.size or " " not in p or k in admins.values():
             grams_of[k] = [(p, exact, True)]
             continue
-        grams = _ngrams(p.split())
-        grams_of[k] = [(g, gaz.places_named(g), False) for g in grams]
+        words, starts = _words(raw_parts[k])
+        grams = _ngrams(words, starts)
+        # a city candidate must be delimited in the part; a country or region may sit inside it ("Lyon France")
+        grams_of[k] = [
+            (g, gaz.places_named(g), False)
+            for g, i, j in grams
+            if _delimits(gaz, words[i - 1] if i else None) and _delimits(gaz, words[j] if j < len(words) else None)
+        ]
+        grams = [g for g, _, _ in grams]
         if not countries:
             for g in grams:
                 cc = gaz.country_of(g) if len(g) > 3 else None

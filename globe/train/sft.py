@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from globe.train import data_fingerprint
+
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ["step", "loss", "eval_loss", "learning_rate", "grad_norm", "epoch"]
@@ -211,41 +213,13 @@ def _fingerprint(cfg: SFTConfigParams) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
 
 
-def data_fingerprint(path: str | Path) -> str | None:
-    """The `datasets` fingerprints of a dataset saved on disk (one per split): they change when its content does."""
-    states = sorted(Path(path).glob("**/state.json"))
-    if not states:
-        return None
-    return ",".join(json.loads(p.read_text()).get("_fingerprint", "?") for p in states)
-
-
 def _last_checkpoint(cfg: SFTConfigParams, data_fingerprint: str | None = None) -> str | None:
-    """The checkpoint to resume from: the newest one, if it was written with the same training settings and data.
+    """The checkpoint to resume from: the newest one, if it was written with the same training settings and data
+    (`globe.train.resume_checkpoint`)."""
+    from globe.train import resume_checkpoint
 
-    A run killed mid-way resumes; a run whose settings or data changed since (a new experiment) starts over, saying
-    so, rather than continuing from checkpoints that belong to another experiment."""
-    import shutil
-
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt = cfg.checkpoint_dir
-    stamp = ckpt / FINGERPRINT_FILE
-    now = json.loads(json.dumps({**_fingerprint(cfg), "data": data_fingerprint}))
-    if ckpt.is_dir() and not cfg.resume:
-        log.info("resume is off: removing old checkpoints in %s", ckpt)
-        shutil.rmtree(ckpt)
-    last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
-    if last is not None:
-        before = json.loads(stamp.read_text()) if stamp.is_file() else None
-        if before != now:
-            changed = sorted(k for k in now if (before or {}).get(k) != now[k])
-            log.warning("%s holds checkpoints of a run with other settings or data (%s): starting over", ckpt,
-                        ", ".join(changed) or "no record")
-            shutil.rmtree(ckpt)
-            last = None
-    ckpt.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(now, indent=2) + "\n")
-    return last
+    return resume_checkpoint(cfg.checkpoint_dir, {**_fingerprint(cfg), "data": data_fingerprint}, cfg.resume,
+                             stamp_name=FINGERPRINT_FILE)
 
 
 def build_trainer(cfg: SFTConfigParams, train=None, evaluation=None):

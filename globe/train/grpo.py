@@ -1,0 +1,594 @@
+"""GRPO: reinforce the policy's reasoning with GLOBE's rewards, through TRL's `GRPOTrainer`.
+
+The policy (the base VLM, or the SFT adapter continued) samples `num_generations` completions per photo; each
+completion is scored by the reward functions named in params (`globe.rewards`: format, accuracy, localizability,
+visual grounding, ...), the weighted sum is normalised within its group, and TRL takes the clipped policy-gradient
+step with a small KL pull towards the reference (the policy as it started: TRL keeps a frozen copy of the initial
+adapter, so after SFT the reference is the SFT model). We only wire things:
+params -> `GRPOParams` -> TRL's `GRPOConfig`, the MP16-Reason-style dataset -> TRL's VLM format, and two callbacks
+that write what a researcher plots (`results/grpo_log.csv`, one row per step) and reads (`results/grpo_samples.jsonl`,
+sampled completions with their image ids and rewards).
+
+A run killed at any point resumes from the newest `checkpoint-N` in `out/checkpoints`: training state, the CSV and the
+JSONL all continue from that step; rows written after it (and so redone) are dropped first, so nothing is lost or
+duplicated. A rerun whose checkpoint already reached `steps` only exports it.
+
+Backends: on a CUDA machine with unsloth installed, `globe.models.select_backend` picks unsloth's `FastVisionModel`
+(LoRA, optionally 4-bit, optionally vLLM generation); unsloth must be imported before TRL/transformers, which is
+why the backend is chosen before anything else is imported here. Elsewhere: transformers + PEFT on CPU or GPU.
+
+Multi-GPU: `accelerate launch --config_file configs/accelerate/ddp.yaml -m globe.train.grpo --params params.yaml`
+(zero2.yaml / zero3.yaml for DeepSpeed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOParams:
+    """Everything a GRPO run reads: params.yaml's `common` keys plus its `grpo` group (see params.yaml comments)."""
+
+    # data and model
+    dataset: str = "data/mp16_reason"
+    split: str = "train"
+    base_model: str = "models/tiny-qwen2.5-vl"
+    init_adapter: str | None = None  # e.g. models/sft: continue training the SFT adapter; None: fresh LoRA
+    out: str = "models/grpo"
+    log_csv: str = "results/grpo_log.csv"
+    samples: str = "results/grpo_samples.jsonl"
+    sample_every: int = 1  # write the completions of every N-th step to `samples`
+    # rewards: globe.rewards spec, name -> weight or name -> {weight: w, **factory options}, in params order
+    rewards: dict[str, Any] = field(default_factory=lambda: {"format": 1.0, "accuracy": 1.0, "visual": 0.2})
+    # the localizability reward's scorer: a reward-model dir (LocalizabilityScorer) or an http endpoint (EndpointScorer)
+    reward_model: str | None = None
+    reward_model_share: bool = True  # a LoRA reward model rides on the policy's base weights (no second copy)
+    # GRPO
+    steps: int = 4
+    num_generations: int = 4
+    max_completion_length: int = 64
+    max_prompt_length: int | None = None  # passed only to TRL versions that still take it
+    temperature: float = 1.0
+    top_p: float = 1.0
+    learning_rate: float = 1e-6
+    beta: float = 0.001
+    loss_type: str = "grpo"
+    epsilon: float = 0.2
+    scale_rewards: str = "group"
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    num_iterations: int = 1
+    warmup_steps: float = 0.0  # an int counts steps, a float in [0, 1) is a share of all steps
+    lr_scheduler_type: str = "constant"
+    max_grad_norm: float = 1.0
+    save_steps: int = 2
+    save_total_limit: int = 2
+    gradient_checkpointing: bool = False
+    max_pixels: int | None = None  # cap on the processor's pixel budget per image (None: the processor's own)
+    # LoRA (a fresh adapter when init_adapter is None; globe.models.lora_settings keys). null: full fine-tuning
+    # (init_adapter then merged into the weights first); the reference is then a fresh copy of base_model.
+    lora: dict[str, Any] | None = field(default_factory=lambda: {
+        "r": 16, "alpha": 32, "dropout": 0.05,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "finetune_vision_layers": False,
+    })
+    # backend
+    backend: str = "auto"  # auto | transformers | unsloth
+    load_in_4bit: bool = False
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    vllm_gpu_memory_utilization: float = 0.5
+    report_to: str = "none"
+    resume: bool = True  # continue from the newest checkpoint in <out>/checkpoints
+    # common
+    seed: int = 0
+    offline: bool = True
+    profile: str = "default"
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> GRPOParams:
+        """Build from a flat dict (`globe.config.stage_params('04_grpo')`); unknown keys are an error, not ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise KeyError(f"unknown grpo parameter(s) {unknown}; known: {sorted(names)}")
+        cfg = cls(**params)
+        cfg.validate()
+        return cfg
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.out) / "checkpoints"
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.num_generations < 2:
+            raise ValueError(f"need steps >= 1 and num_generations >= 2 (GRPO compares a group); got {self.steps}, "
+                             f"{self.num_generations}")
+        if not self.rewards:
+            raise ValueError("grpo.rewards is empty: name at least one reward (e.g. {format: 1.0, accuracy: 1.0})")
+        from globe.models import lora_settings
+        from globe.rewards import get_reward_weights
+
+        if any(not math.isfinite(w) for w in get_reward_weights(self.rewards)):  # also checks the spec's shape
+            raise ValueError(f"grpo.rewards weights must be finite numbers; got {self.rewards}")
+        if "localizability" in self.rewards and not self.reward_model:
+            raise ValueError("the localizability reward needs grpo.reward_model (a reward-model dir or endpoint URL)")
+        if self.lora is not None:
+            lora_settings(**self.lora)  # raises on bad or unknown LoRA keys
+        elif self.backend == "unsloth" or self.load_in_4bit:
+            raise ValueError("full fine-tuning (grpo.lora: null) needs backend transformers and no load_in_4bit")
+        if self.backend not in ("auto", "transformers", "unsloth"):
+            raise ValueError(f"grpo.backend must be auto, transformers or unsloth, not {self.backend!r}")
+        if self.sample_every < 1 or self.save_steps < 1:
+            raise ValueError("grpo.sample_every and grpo.save_steps must be >= 1")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rewards
+
+
+def build_rewards(cfg: GRPOParams, policy=None, processor=None) -> tuple[list, list[float]]:
+    """Reward functions and their weights, in params order, from `globe.rewards` (the scorer built when needed)."""
+    from globe.rewards import get_reward_funcs, get_reward_weights
+
+    scorer = make_scorer(cfg, policy, processor) if "localizability" in cfg.rewards else None
+    return get_reward_funcs(cfg.rewards, scorer=scorer), get_reward_weights(cfg.rewards)
+
+
+def make_scorer(cfg: GRPOParams, policy=None, processor=None):
+    """The localizability reward model: an http(s) endpoint (`globe serve-reward-model`) or a reward-model dir.
+
+    A local reward model (a LoRA adapter) is attached to a LoRA policy as a second adapter, so both share one copy of
+    the base weights (`reward_model_share`); otherwise (full fine-tuning, or asked) it loads its own copy.
+    """
+    from globe import reward_model as rm
+
+    url = cfg.reward_model
+    if url.startswith(("http://", "https://")):
+        return rm.EndpointScorer(url)
+    if not Path(url).exists():
+        raise FileNotFoundError(f"grpo.reward_model {url} does not exist: train it in notebook 03 (03_sft) first")
+    if cfg.reward_model_share and policy is not None and hasattr(policy, "peft_config"):
+        return rm.LocalizabilityScorer(policy, url, processor=processor)
+    return rm.LocalizabilityScorer(url)
+
+
+class SampleRecorder:
+    """Wraps reward functions to keep the completions of every `every`-th step with their image ids and rewards.
+
+    A reward function sees the completions, the dataset columns (`id`, `country`, `city`, ...) and TRL's
+    `trainer_state`, so it is the one place that has all of them; the records are written by `GRPOLogCallback`.
+    Each process keeps its own slice of the batch; only the main process writes.
+    """
+
+    def __init__(self, every: int = 1, weights: dict[str, float] | None = None):
+        self.every = every
+        self.weights = weights or {}
+        self.pending: dict[int, dict] = {}
+
+    def wrap(self, funcs: list) -> list:
+        return [self._wrap(fn) for fn in funcs]
+
+    def _wrap(self, fn):
+        name = fn.__name__
+
+        def reward(completions, **kwargs):
+            values = fn(completions, **kwargs)
+            state = kwargs.get("trainer_state")
+            step = (state.global_step if state is not None else 0) + 1  # the step these completions train
+            if step == 1 or step % self.every == 0:
+                batch = self.pending.get(step)
+                if batch is None or len(batch["completions"]) != len(completions):
+                    from globe.prompts import to_text
+
+                    batch = self.pending[step] = {
+                        "completions": [to_text(c) for c in completions],
+                        "columns": {k: list(kwargs[k]) for k in ("id", "country", "city") if k in kwargs},
+                        "rewards": {},
+                    }
+                batch["rewards"][name] = [None if v is None else float(v) for v in values]
+            return values
+
+        reward.__name__ = reward.__qualname__ = name
+        return reward
+
+    def pop(self, upto_step: int) -> list[dict]:
+        """Records of the steps <= `upto_step`, one per completion, removed from the pending buffer."""
+        records = []
+        for step in sorted(s for s in self.pending if s <= upto_step):
+            batch = self.pending.pop(step)
+            for i, text in enumerate(batch["completions"]):
+                rewards = {n: v[i] for n, v in batch["rewards"].items()}
+                total = sum(self.weights.get(n, 1.0) * v for n, v in rewards.items() if v is not None and not math.isnan(v))
+                rec = {"step": step, **{k: v[i] for k, v in batch["columns"].items()}, "completion": text,
+                       "rewards": rewards, "reward": total}
+                records.append(rec)
+        return records
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Logging callback
+
+
+def _make_callback(csv_path: str | os.PathLike, samples_path: str | os.PathLike | None, recorder: SampleRecorder | None):
+    from transformers import TrainerCallback
+
+    class GRPOLogCallback(TrainerCallback):
+        """One CSV row per optimisation step (every reward component, KL, completion length, loss, step time) and
+        the recorder's sample completions as JSONL. On (re)start both files are cut back to the resumed step."""
+
+        def __init__(self):
+            self.csv_path = Path(csv_path)
+            self.samples_path = Path(samples_path) if samples_path else None
+            self.recorder = recorder
+            self._t0: float | None = None
+            self._step_time: float | None = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                _truncate_csv(self.csv_path, state.global_step)
+                if self.samples_path is not None:
+                    _truncate_jsonl(self.samples_path, state.global_step)
+
+        def on_step_begin(self, args, state, control, **kw):
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if self._t0 is not None:
+                self._step_time = time.perf_counter() - self._t0
+            if self.recorder is not None:
+                records = self.recorder.pop(state.global_step)
+                if state.is_world_process_zero and records and self.samples_path is not None:
+                    self.samples_path.parent.mkdir(parents=True, exist_ok=True)
+                    with open(self.samples_path, "a", encoding="utf-8") as f:
+                        for rec in records:
+                            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            # The end-of-training summary (train_runtime, ...) carries no reward: not a step row.
+            if not state.is_world_process_zero or not logs or "reward" not in logs:
+                return
+            row = {"step": state.global_step, "epoch": state.epoch, "step_time_s": self._step_time, "wall_time": time.time()}
+            row.update({k: v for k, v in logs.items() if isinstance(v, (int, float)) or v is None})
+            _append_csv(self.csv_path, row)
+
+    return GRPOLogCallback()
+
+
+def _truncate_csv(path: Path, upto_step: int) -> None:
+    """Keep the rows of steps <= `upto_step` (a resumed run redoes the later ones)."""
+    if not path.is_file():
+        return
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], [r for r in reader if int(float(r["step"])) <= upto_step]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _truncate_jsonl(path: Path, upto_step: int) -> None:
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] <= upto_step]
+    path.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    """Append a row; a row with new columns rewrites the file under the union header (old rows get blanks)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields, rows = [], []
+    if path.is_file() and path.stat().st_size:
+        with open(path, newline="", encoding="utf-8") as f:
+            fields = next(csv.reader(f), [])
+    if all(k in fields for k in row):
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            csv.DictWriter(f, fieldnames=fields).writerow(row)
+        return
+    if fields:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    fields = fields + [k for k in row if k not in fields]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows + [row])
+
+
+def read_log(path: str | os.PathLike = "results/grpo_log.csv"):
+    """The per-step log as a DataFrame."""
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+def read_samples(path: str | os.PathLike = "results/grpo_samples.jsonl"):
+    """The recorded sample completions as a DataFrame (reward components flattened to columns)."""
+    import pandas as pd
+
+    recs = [json.loads(ln) for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    df = pd.json_normalize(recs)
+    return df.rename(columns=lambda c: c.replace("rewards.", "reward/"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dataset
+
+
+def to_grpo_dataset(ds, prompt: str | None = None):
+    """An MP16-Reason-style split -> TRL's VLM GRPO format.
+
+    TRL wants a conversational `prompt` (a user turn; it inserts the image placeholder itself) and an `image` column.
+    The photo's own prompt text (column `prompt`) is kept as `prompt_text`; every other column stays, because TRL
+    hands the columns to the reward functions (accuracy needs `country`/`city`, visual grounding `entities`, ...).
+    """
+    from globe.prompts import REASONING_PROMPT
+
+    if "image" not in ds.column_names:
+        raise ValueError(f"the GRPO dataset needs an `image` column; it has {ds.column_names}")
+    if "prompt" in ds.column_names:
+        ds = ds.rename_column("prompt", "prompt_text")
+
+    def convert(ex):
+        text = prompt or ex.get("prompt_text") or REASONING_PROMPT
+        return {"prompt": [{"role": "user", "content": text}]}
+
+    return ds.map(convert, desc="GRPO prompts")
+
+
+def load_grpo_dataset(cfg: GRPOParams):
+    """The training split of `cfg.dataset` (a DatasetDict saved with save_to_disk) in TRL's format."""
+    from datasets import DatasetDict, load_from_disk
+
+    path = Path(cfg.dataset)
+    if not path.exists():
+        raise FileNotFoundError(f"GRPO dataset {path} does not exist: run the distillation stage (02_distill) first")
+    ds = load_from_disk(str(path))
+    if isinstance(ds, DatasetDict):
+        if cfg.split not in ds:
+            raise KeyError(f"{path} has no split {cfg.split!r}; splits: {list(ds)}")
+        ds = ds[cfg.split]
+    if len(ds) == 0:
+        raise ValueError(f"{path} split {cfg.split!r} is empty")
+    return to_grpo_dataset(ds)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def grpo_config(cfg: GRPOParams, *, on_gpu: bool, reward_weights: list[float]):
+    """TRL's `GRPOConfig` from our params (fields the installed TRL lacks, e.g. max_prompt_length, are skipped)."""
+    from trl import GRPOConfig
+
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(cfg.checkpoint_dir),
+        max_steps=cfg.steps,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        max_prompt_length=cfg.max_prompt_length,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        learning_rate=cfg.learning_rate,
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        epsilon=cfg.epsilon,
+        scale_rewards=cfg.scale_rewards,
+        num_iterations=cfg.num_iterations,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        max_grad_norm=cfg.max_grad_norm,
+        reward_weights=reward_weights,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=1,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=on_gpu and _bf16_ok(),
+        fp16=False,
+        use_cpu=not on_gpu,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        use_vllm=cfg.use_vllm,
+        vllm_mode=cfg.vllm_mode,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        report_to=cfg.report_to,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    if cfg.max_prompt_length is None:
+        kwargs.pop("max_prompt_length")
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    skipped = sorted(k for k in kwargs if k not in known)
+    if skipped:
+        log.info("this TRL's GRPOConfig has no %s; not passed", skipped)
+    if not cfg.use_vllm:
+        for k in ("vllm_mode", "vllm_gpu_memory_utilization"):
+            kwargs.pop(k, None)
+    return GRPOConfig(**{k: v for k, v in kwargs.items() if k in known})
+
+
+def _bf16_ok() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def load_policy(cfg: GRPOParams, backend: str):
+    """The trainable policy (LoRA on the base model, or the SFT adapter continued) and its processor."""
+    from globe.models import load_vlm, lora_settings
+
+    if cfg.init_adapter is not None and not Path(cfg.init_adapter).exists():
+        raise FileNotFoundError(f"grpo.init_adapter {cfg.init_adapter} does not exist: run notebook 03 (SFT) first, or "
+                                "set init_adapter: null to start from the base model")
+    lora = lora_settings(**cfg.lora) if cfg.lora is not None else None
+    extra: dict[str, Any] = {}
+    if backend == "unsloth" and cfg.use_vllm:
+        # unsloth's own vLLM engine for generation (its GRPO path), sharing the GPU with training
+        extra.update(fast_inference=True, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                     max_lora_rank=lora["r"] if lora else 64)
+    model, processor = load_vlm(
+        cfg.base_model,
+        cfg.init_adapter,
+        dtype="auto",
+        device="auto",
+        training=True,
+        backend=backend,
+        load_in_4bit=cfg.load_in_4bit,
+        lora=lora,
+        merge=lora is None and cfg.init_adapter is not None,  # full fine-tuning continues the merged SFT model
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        **extra,
+    )
+    if lora is None:  # full fine-tuning: every weight trains (a merged adapter leaves them frozen)
+        for param in model.parameters():
+            param.requires_grad_(True)
+    if cfg.max_pixels is not None:
+        ip = processor.image_processor
+        size = dict(getattr(ip, "size", None) or {})
+        size["longest_edge"] = cfg.max_pixels
+        size["shortest_edge"] = min(size.get("shortest_edge", cfg.max_pixels), cfg.max_pixels)
+        ip.size = size
+        for attr, key in (("max_pixels", "longest_edge"), ("min_pixels", "shortest_edge")):
+            if hasattr(ip, attr):
+                setattr(ip, attr, size[key])
+    return model, processor
+
+
+def last_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
+    """The newest complete `checkpoint-N` in `checkpoint_dir`, or None."""
+    if not Path(checkpoint_dir).is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoint_dir))
+
+
+def _checkpoint_step(checkpoint: str | os.PathLike) -> int:
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state["global_step"])
+
+
+# Trainer bookkeeping in a checkpoint; everything else (adapter or weights, processor files) is the model.
+_TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin", "rng_state")
+
+
+def _export_checkpoint(checkpoint: str | os.PathLike, out: Path) -> None:
+    """Copy a checkpoint's model files (adapter or weights, processor) to `out`, as `trainer.save_model` would."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    for f in Path(checkpoint).iterdir():
+        if f.is_file() and not f.name.startswith(_TRAINING_STATE):
+            shutil.copy2(f, out / f.name)
+        elif f.is_dir():  # extra adapters (TRL's frozen "ref", a shared reward model) live in subfolders
+            shutil.copytree(f, out / f.name, dirs_exist_ok=True)
+
+
+def _write_summary(cfg: GRPOParams, **info) -> None:
+    (Path(cfg.out) / "globe_grpo.json").write_text(
+        json.dumps({"params": dataclasses.asdict(cfg), **info}, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def train_grpo(cfg: GRPOParams | dict[str, Any], *, callbacks: list | None = None) -> Path:
+    """Run (or resume) GRPO; save the adapter and processor to `cfg.out`; return that path."""
+    if isinstance(cfg, dict):
+        cfg = GRPOParams.from_params(cfg)
+    from globe.config import offline_hub, seed_everything
+    from globe.models import select_backend
+
+    if cfg.offline:
+        offline_hub()
+    backend = select_backend(cfg.backend)  # before trl/transformers: unsloth patches them on import
+    if backend == "unsloth":
+        import unsloth  # noqa: F401
+
+    resume = last_checkpoint(cfg.checkpoint_dir) if cfg.resume else None
+    done = _checkpoint_step(resume) if resume else 0
+    if done >= cfg.steps:
+        # Already trained this far (a rerun, or killed after the last checkpoint): export, don't step again.
+        log.info("GRPO checkpoint %s is at step %d >= steps=%d: exporting it without training", resume, done, cfg.steps)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun / accelerate every rank gets here
+            _export_checkpoint(resume, Path(cfg.out))
+            _write_summary(cfg, global_step=done, backend=backend, resumed_from=resume, world_size=None)
+        return Path(cfg.out)
+
+    import torch
+    from trl import GRPOTrainer
+
+    seed_everything(cfg.seed)
+    on_gpu = torch.cuda.is_available()
+    dataset = load_grpo_dataset(cfg)
+    model, processor = load_policy(cfg, backend)
+    funcs, weights = build_rewards(cfg, model, processor)
+    recorder = SampleRecorder(cfg.sample_every, {f.__name__: w for f, w in zip(funcs, weights)})
+    funcs = recorder.wrap(funcs)
+    args = grpo_config(cfg, on_gpu=on_gpu, reward_weights=weights)
+
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        callbacks=[_make_callback(cfg.log_csv, cfg.samples, recorder), *(callbacks or [])],
+    )
+    if resume:
+        log.info("resuming GRPO from %s (step %d)", resume, done)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(cfg.out)
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(cfg.out)
+        _write_summary(cfg, global_step=trainer.state.global_step, backend=backend, resumed_from=resume,
+                       world_size=trainer.accelerator.num_processes)
+    return Path(cfg.out)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Script entry point (single process, or under `accelerate launch` / `torchrun`)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m globe.train.grpo",
+        description="GRPO-train the GLOBE policy from params.yaml (common + grpo); resumes from the last checkpoint.",
+    )
+    parser.add_argument("--params", default=None, help="params file (default: params.yaml at the project root)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override grpo parameters (YAML values), e.g. --set steps=2 out=/tmp/grpo")
+    args = parser.parse_args(argv)
+    import yaml
+
+    from globe.config import stage_params
+
+    params = stage_params("04_grpo", args.params)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        params[key] = yaml.safe_load(value)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = train_grpo(params)
+    print(f"GRPO adapter saved to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

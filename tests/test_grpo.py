@@ -1,0 +1,341 @@
+"""GRPO: params -> GRPOConfig, dataset conversion, the log / sample files, resume, 2-process DDP, the notebook, and a
+learning test (SFT then GRPO raises the accuracy reward on a task decided by the photo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from globe.train.grpo import (
+    GRPOParams,
+    SampleRecorder,
+    _append_csv,
+    _truncate_csv,
+    _truncate_jsonl,
+    grpo_config,
+    read_log,
+    to_grpo_dataset,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Learning test budget (tiny model, CPU): full-SFT steps, GRPO steps and step size, and the required gain in the mean
+# accuracy reward.
+SFT_STEPS = 100
+GRPO_STEPS = 20
+GRPO_LR = 1e-3
+LEARNING_MARGIN = 0.15
+
+# The photo's dominant colour decides the place: a task a VLM can only get right by looking at the image.
+COLOURS = {
+    "red": ((220, 30, 30), "France", "Paris", "FR"),
+    "blue": ((30, 30, 220), "Japan", "Tokyo", "JP"),
+}
+
+
+def colour_rows(n: int, seed: int = 0) -> list[dict]:
+    """MP16-Reason-style rows (every distilled column) with generated single-colour photos."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        name = list(COLOURS)[i % len(COLOURS)]
+        rgb, country, city, code = COLOURS[name]
+        jittered = tuple(max(0, min(255, c + rng.randint(-20, 20))) for c in rgb)
+        rows.append(dict(
+            id=f"{name}-{i}", image=Image.new("RGB", (56, 56), jittered), prompt="Where was this photo taken?",
+            reasoning=f"The photo is {name}.", answer=f"country: {country}\ncity: {city}", country=country,
+            country_code=code, city=city, lat=0.0, lon=0.0, continent="", localizability=0.9, localizable=True,
+            entities=[name], teacher="test",
+        ))
+    return rows
+
+
+def save_dataset(rows: list[dict], path: Path) -> Path:
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict(train=Dataset.from_list(rows)).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def colour_dataset(tmp_path_factory) -> Path:
+    return save_dataset(colour_rows(8), tmp_path_factory.mktemp("grpo-data") / "mp16_reason")
+
+
+def small_params(tiny_vlm_dir: Path, dataset: Path, work: Path, **over) -> dict:
+    """A run of the tiny model on CPU: short completions, format + visual rewards (no reward model, no geocoder)."""
+    p = dict(base_model=str(tiny_vlm_dir), dataset=str(dataset), init_adapter=None, out=str(work / "grpo"),
+             log_csv=str(work / "grpo_log.csv"), samples=str(work / "grpo_samples.jsonl"), steps=3, save_steps=2,
+             num_generations=4, per_device_train_batch_size=4, max_completion_length=12,
+             rewards={"format": 1.0, "visual": 0.2}, learning_rate=1e-4, report_to="none")
+    p.update(over)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Params and config
+
+
+def test_params_match_params_yaml_and_reject_unknown_keys():
+    from globe.config import stage_params
+
+    cfg = GRPOParams.from_params(stage_params("04_grpo", ROOT / "params.yaml"))
+    assert cfg.steps >= 1 and cfg.out == "models/grpo"
+    with pytest.raises(KeyError, match="unknown grpo parameter"):
+        GRPOParams.from_params({"stepz": 3})
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"num_generations": 1}, "num_generations"),
+    ({"rewards": {}}, "empty"),
+    ({"rewards": {"localizability": 0.5}, "reward_model": None}, "reward_model"),
+    ({"rewards": {"format": float("nan")}}, "finite"),
+    ({"backend": "jax"}, "backend"),
+    ({"lora": {"r": 0}}, "LoRA"),
+    ({"lora": None, "load_in_4bit": True}, "full fine-tuning"),
+])
+def test_params_validation(bad, match):
+    with pytest.raises((ValueError, KeyError), match=match):
+        GRPOParams.from_params(bad)
+
+
+def test_grpo_config_carries_params():
+    cfg = GRPOParams.from_params({"steps": 7, "num_generations": 4, "learning_rate": 3e-6, "beta": 0.01,
+                                  "temperature": 0.9, "max_completion_length": 33, "save_steps": 5, "seed": 3,
+                                  "out": "/tmp/x/grpo", "loss_type": "dr_grpo", "scale_rewards": "none"})
+    args = grpo_config(cfg, on_gpu=False, reward_weights=[1.0, 0.2])
+    assert (args.max_steps, args.num_generations, args.learning_rate, args.beta) == (7, 4, 3e-6, 0.01)
+    assert (args.temperature, args.max_completion_length, args.save_steps, args.seed) == (0.9, 33, 5, 3)
+    assert args.reward_weights == [1.0, 0.2] and args.logging_steps == 1
+    assert args.loss_type == "dr_grpo" and args.scale_rewards == "none"
+    assert not args.bf16 and args.use_cpu and args.output_dir == "/tmp/x/grpo/checkpoints"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dataset
+
+
+def test_to_grpo_dataset_is_trl_vlm_format(colour_dataset, tiny_vlm_dir):
+    from datasets import load_from_disk
+    from transformers import AutoProcessor
+    from trl.data_utils import prepare_multimodal_messages
+
+    ds = to_grpo_dataset(load_from_disk(str(colour_dataset))["train"])
+    ex = ds[0]
+    assert ex["prompt"] == [{"role": "user", "content": "Where was this photo taken?"}]
+    assert ex["prompt_text"] == "Where was this photo taken?" and ex["country"] == "France" and ex["entities"] == ["red"]
+    # What GRPOTrainer does with a conversational prompt and an `image` column: the image goes in front of the text.
+    messages = prepare_multimodal_messages(ex["prompt"], images=[ex["image"]])
+    assert messages[0]["content"][0]["type"] == "image" and messages[0]["content"][0]["image"] is not None
+    processor = AutoProcessor.from_pretrained(str(tiny_vlm_dir))
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert "<|image_pad|>" in text and text.endswith("<|im_start|>assistant\n")
+
+
+def test_to_grpo_dataset_needs_images():
+    from datasets import Dataset
+
+    with pytest.raises(ValueError, match="image"):
+        to_grpo_dataset(Dataset.from_list([{"id": "a", "prompt": "p"}]))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Log and samples files
+
+
+def test_sample_recorder_keeps_completions_with_ids_and_rewards():
+    def fmt(completions, **kw):
+        return [1.0 if "<answer>" in c else 0.0 for c in completions]
+
+    def acc(completions, country=None, **kw):
+        return [0.2 if (co in c) else 0.0 for c, co in zip(completions, country)]
+
+    fmt.__name__, acc.__name__ = "format", "accuracy"
+    rec = SampleRecorder(every=2, weights={"format": 1.0, "accuracy": 0.5})
+    wrapped = rec.wrap([fmt, acc])
+    assert [f.__name__ for f in wrapped] == ["format", "accuracy"]
+    cols = dict(id=["a", "a"], country=["France", "France"], city=["Paris", "Paris"])
+    for step in (0, 1, 2):  # trainer_state.global_step before the step: records for steps 1 (always), 2, not 3
+        for f in wrapped:
+            assert f(["<answer>France</answer>", "nothing"], trainer_state=SimpleNamespace(global_step=step), **cols)
+    records = rec.pop(upto_step=3)
+    assert [r["step"] for r in records] == [1, 1, 2, 2]
+    assert records[0] == {"step": 1, "id": "a", "country": "France", "city": "Paris",
+                          "completion": "<answer>France</answer>", "rewards": {"format": 1.0, "accuracy": 0.2},
+                          "reward": pytest.approx(1.1)}
+    assert records[1]["reward"] == 0.0 and rec.pop(upto_step=10) == []
+
+
+def test_csv_append_new_columns_and_truncate(tmp_path):
+    path = tmp_path / "log.csv"
+    _append_csv(path, {"step": 1, "reward": 0.5})
+    _append_csv(path, {"step": 2, "reward": 0.7, "kl": 0.01})  # a new column rewrites under the union header
+    _append_csv(path, {"step": 3, "reward": 0.9, "kl": 0.02})
+    df = read_log(path)
+    assert list(df.columns) == ["step", "reward", "kl"] and df["step"].tolist() == [1, 2, 3]
+    assert df["kl"].isna().tolist() == [True, False, False]
+    _truncate_csv(path, 2)
+    assert read_log(path)["step"].tolist() == [1, 2]
+    jl = tmp_path / "s.jsonl"
+    jl.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 3)))
+    _truncate_jsonl(jl, 2)
+    assert [json.loads(x)["step"] for x in jl.read_text().splitlines()] == [1, 2]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training, resume, distributed
+
+
+@pytest.mark.slow
+def test_train_writes_log_samples_adapter_and_resumes(tiny_vlm_dir, colour_dataset, tmp_path):
+    import pandas as pd
+
+    from globe.train.grpo import read_samples, train_grpo
+
+    params = small_params(tiny_vlm_dir, colour_dataset, tmp_path)
+    out = train_grpo(params)
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    log = read_log(params["log_csv"])
+    assert log["step"].tolist() == [1, 2, 3]
+    for col in ("rewards/format/mean", "rewards/visual/mean", "reward", "kl", "completions/mean_length", "loss",
+                "step_time_s"):
+        assert col in log.columns and log[col].notna().all(), col
+    assert (log["step_time_s"] > 0).all() and (log["completions/mean_length"] <= 12).all()
+    samples = read_samples(params["samples"])
+    assert sorted(samples["step"].unique()) == [1, 2, 3] and samples["id"].str.match(r"(red|blue)-\d").all()
+    assert {"reward/format", "reward/visual", "completion", "country", "city"} <= set(samples.columns)
+
+    # Interrupted after step 3 but before its checkpoint: the newest checkpoint is step 2. The rerun (now to step 4)
+    # resumes there, redoes step 3 and adds step 4; the CSV and the JSONL hold each step once.
+    ckpts = out / "checkpoints"
+    assert (ckpts / "checkpoint-2").is_dir()
+    shutil.rmtree(ckpts / "checkpoint-3")
+    train_grpo({**params, "steps": 4})
+    summary = json.loads((out / "globe_grpo.json").read_text())
+    assert summary["global_step"] == 4 and summary["resumed_from"].endswith("checkpoint-2")
+    assert read_log(params["log_csv"])["step"].tolist() == [1, 2, 3, 4]
+    steps = pd.Series([json.loads(x)["step"] for x in Path(params["samples"]).read_text().splitlines()])
+    assert steps.is_monotonic_increasing and steps.value_counts().sort_index().tolist() == [4, 4, 4, 4]
+
+    # A finished run rerun with the same steps trains nothing more: it exports the step-4 checkpoint again.
+    (out / "adapter_model.safetensors").unlink()
+    train_grpo({**params, "steps": 4})
+    assert read_log(params["log_csv"])["step"].tolist() == [1, 2, 3, 4]
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "optimizer.pt").exists()
+    assert json.loads((out / "globe_grpo.json").read_text())["global_step"] == 4
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tiny_vlm_dir, colour_dataset, tmp_path):
+    """`python -m globe.train.grpo` under torchrun with 2 CPU processes (gloo): the script entry point that
+    `accelerate launch --config_file configs/accelerate/ddp.yaml -m globe.train.grpo` runs on GPUs."""
+    params = {"common": {"profile": "default", "seed": 0, "base_model": str(tiny_vlm_dir), "offline": True},
+              "grpo": small_params(tiny_vlm_dir, colour_dataset, tmp_path, steps=2, per_device_train_batch_size=2)}
+    params["grpo"].pop("base_model")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
+           "-m", "globe.train.grpo", "--params", str(tmp_path / "params.yaml"), "--set", "save_steps=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "grpo" / "globe_grpo.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_step"] == 2
+    assert read_log(tmp_path / "grpo_log.csv")["step"].tolist() == [1, 2]
+    assert (tmp_path / "grpo" / "checkpoints" / "checkpoint-2").is_dir()
+
+
+@pytest.mark.parametrize("name", ["ddp", "zero2", "zero3"])
+def test_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
+    assert cfg.distributed_type == ("MULTI_GPU" if name == "ddp" else "DEEPSPEED")
+    if name != "ddp":
+        assert cfg.deepspeed_config["zero_stage"] == int(name[-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Notebook
+
+
+@pytest.mark.slow
+def test_notebook_runs_three_steps(tiny_vlm_dir, colour_dataset, tmp_path):
+    import papermill as pm
+
+    overrides = small_params(tiny_vlm_dir, colour_dataset, tmp_path, steps=3)
+    out_nb = tmp_path / "04_grpo.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "04_grpo.ipynb"), str(out_nb), parameters=overrides,
+                        cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
+    assert read_log(overrides["log_csv"])["step"].tolist() == [1, 2, 3]
+    text = out_nb.read_text()
+    assert "GRPO adapter in" in text and "median step time" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Learning
+
+
+@pytest.mark.slow
+def test_sft_then_grpo_learns_the_colour_task(tiny_vlm_dir, tmp_path):
+    """SFT teaches the answer format and both places but not which colour means which: each photo is paired with
+    both answers. GRPO, rewarded by `accuracy`, must learn to read the colour. Accuracy is measured by sampling
+    (temperature 1, fixed seed) before and after GRPO."""
+    import numpy as np
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from globe.models import generate, load_vlm
+    from globe.prompts import build_messages
+    from globe.rewards import REWARDS
+    from globe.train.grpo import train_grpo
+
+    rows = colour_rows(8)
+    dataset = save_dataset(rows, tmp_path / "colours")
+    prompt = rows[0]["prompt"]
+    answers = [(c[1], c[2]) for c in COLOURS.values()]
+    sft_rows = []
+    for r in rows:
+        for country, city in answers:
+            m = build_messages(prompt, answer=f"<answer>country: {country}\ncity: {city}</answer>")
+            sft_rows.append({"image": r["image"], "prompt": m[:1], "completion": m[1:]})
+
+    # Full fine-tuning: the tiny random model's tied embeddings are too small for LoRA alone to sharpen its logits.
+    model, processor = load_vlm(str(tiny_vlm_dir), training=True)
+    sft_dir = tmp_path / "sft"
+    trainer = SFTTrainer(model=model, processing_class=processor, train_dataset=Dataset.from_list(sft_rows),
+                         args=SFTConfig(output_dir=str(tmp_path / "sft-ck"), max_steps=SFT_STEPS, learning_rate=2e-2,
+                                        lr_scheduler_type="constant", per_device_train_batch_size=8, save_strategy="no",
+                                        logging_steps=10, report_to="none", use_cpu=True, bf16=False, seed=0,
+                                        remove_unused_columns=False, disable_tqdm=True))
+    trainer.train()
+    trainer.save_model(str(sft_dir))
+    processor.save_pretrained(str(sft_dir))
+
+    def accuracy(model_dir: Path, repeats: int = 4) -> float:
+        m, p = load_vlm(str(model_dir))
+        outs = generate(m, p, [r["image"] for r in rows] * repeats, prompt, max_new_tokens=16, temperature=1.0,
+                        batch_size=32, seed=1)
+        return float(np.mean(REWARDS["accuracy"](outs, country=[r["country"] for r in rows] * repeats,
+                                                 city=[r["city"] for r in rows] * repeats)))
+
+    before = accuracy(sft_dir)
+    out = train_grpo(dict(base_model=str(sft_dir), dataset=str(dataset), init_adapter=None, lora=None,
+                          out=str(tmp_path / "grpo"), log_csv=str(tmp_path / "log.csv"),
+                          samples=str(tmp_path / "samples.jsonl"), steps=GRPO_STEPS, learning_rate=GRPO_LR, beta=0.0,
+                          num_generations=8, per_device_train_batch_size=16, max_completion_length=16,
+                          rewards={"accuracy": 1.0}, save_steps=1000, report_to="none"))
+    after = accuracy(out)
+    print(f"accuracy reward before GRPO {before:.3f}, after {after:.3f}")
+    assert before > 0.1, "SFT did not teach the answer format; the test cannot measure GRPO"
+    assert after >= before + LEARNING_MARGIN, (before, after)
