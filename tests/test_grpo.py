@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Learning test budget (tiny model, CPU): full-SFT steps, GRPO steps and step size, and the required gain in the mean
 # accuracy reward.
 SFT_STEPS = 100
-GRPO_STEPS = 20
-GRPO_LR = 1e-3
-LEARNING_MARGIN = 0.15
+GRPO_STEPS = 40
+GRPO_LR = 3e-3
+LEARNING_MARGIN = 0.1  # measured: 0.225 -> 0.487 (seed 0, CPU)
 
 # The photo's dominant colour decides the place: a task a VLM can only get right by looking at the image.
 COLOURS = {
@@ -120,6 +120,34 @@ def test_grpo_config_carries_params():
     assert args.reward_weights == [1.0, 0.2] and args.logging_steps == 1
     assert args.loss_type == "dr_grpo" and args.scale_rewards == "none"
     assert not args.bf16 and args.use_cpu and args.output_dir == "/tmp/x/grpo/checkpoints"
+
+
+def test_build_rewards_with_localizability_scorer(tmp_path, monkeypatch):
+    """The paper's four rewards, in params order with their weights; the reward model comes from `reward_model`."""
+    from PIL import Image
+
+    import globe.reward_model as rm
+    from globe.train.grpo import build_rewards
+
+    class FakeScorer:
+        def __init__(self, model, adapter=None, processor=None):
+            self.args = (model, adapter, processor)
+
+        def score(self, images, reasonings):
+            return [0.75 for _ in reasonings]
+
+    monkeypatch.setattr(rm, "LocalizabilityScorer", FakeScorer)
+    (tmp_path / "rm").mkdir()
+    cfg = GRPOParams.from_params({"rewards": {"format": 1.0, "accuracy": 1.0, "localizability": 0.5, "visual": 0.2},
+                                  "reward_model": str(tmp_path / "rm")})
+    funcs, weights = build_rewards(cfg)
+    assert [f.__name__ for f in funcs] == ["format", "accuracy", "localizability", "visual"]
+    assert weights == [1.0, 1.0, 0.5, 0.2]
+    loc = funcs[2](["<think>red roofs</think><answer>country: France\ncity: Paris</answer>", "no reasoning"],
+                   image=[Image.new("RGB", (8, 8))] * 2)
+    assert loc == [0.75, 0.0]
+    with pytest.raises(FileNotFoundError, match="reward_model"):
+        build_rewards(GRPOParams.from_params({"rewards": {"localizability": 0.5}, "reward_model": str(tmp_path / "no")}))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -314,18 +342,18 @@ def test_sft_then_grpo_learns_the_colour_task(tiny_vlm_dir, tmp_path):
     model, processor = load_vlm(str(tiny_vlm_dir), training=True)
     sft_dir = tmp_path / "sft"
     trainer = SFTTrainer(model=model, processing_class=processor, train_dataset=Dataset.from_list(sft_rows),
-                         args=SFTConfig(output_dir=str(tmp_path / "sft-ck"), max_steps=SFT_STEPS, learning_rate=2e-2,
-                                        lr_scheduler_type="constant", per_device_train_batch_size=8, save_strategy="no",
+                         args=SFTConfig(output_dir=str(tmp_path / "sft-ck"), max_steps=SFT_STEPS, learning_rate=3e-2,
+                                        lr_scheduler_type="linear", per_device_train_batch_size=16, save_strategy="no",
                                         logging_steps=10, report_to="none", use_cpu=True, bf16=False, seed=0,
                                         remove_unused_columns=False, disable_tqdm=True))
     trainer.train()
     trainer.save_model(str(sft_dir))
     processor.save_pretrained(str(sft_dir))
 
-    def accuracy(model_dir: Path, repeats: int = 4) -> float:
+    def accuracy(model_dir: Path, repeats: int = 8) -> float:
         m, p = load_vlm(str(model_dir))
         outs = generate(m, p, [r["image"] for r in rows] * repeats, prompt, max_new_tokens=16, temperature=1.0,
-                        batch_size=32, seed=1)
+                        batch_size=64, seed=1)
         return float(np.mean(REWARDS["accuracy"](outs, country=[r["country"] for r in rows] * repeats,
                                                  city=[r["city"] for r in rows] * repeats)))
 
@@ -333,7 +361,7 @@ def test_sft_then_grpo_learns_the_colour_task(tiny_vlm_dir, tmp_path):
     out = train_grpo(dict(base_model=str(sft_dir), dataset=str(dataset), init_adapter=None, lora=None,
                           out=str(tmp_path / "grpo"), log_csv=str(tmp_path / "log.csv"),
                           samples=str(tmp_path / "samples.jsonl"), steps=GRPO_STEPS, learning_rate=GRPO_LR, beta=0.0,
-                          num_generations=8, per_device_train_batch_size=16, max_completion_length=16,
+                          num_generations=8, per_device_train_batch_size=32, max_completion_length=16,
                           rewards={"accuracy": 1.0}, save_steps=1000, report_to="none"))
     after = accuracy(out)
     print(f"accuracy reward before GRPO {before:.3f}, after {after:.3f}")
