@@ -104,6 +104,15 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
     return main((["--params", args.params] if args.params else []) + (["--set", *args.set] if args.set else []))
 
 
+def _cmd_sync_notebooks(args: argparse.Namespace) -> int:
+    from globe.config import STAGES, sync_notebook_parameters
+
+    for stage in STAGES:
+        changed = sync_notebook_parameters(stage, args.params)
+        print(f"{stage}: {'updated' if changed else 'up to date'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="globe", description="GLOBE geo-localization: data, training, evaluation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", help="notebook stage (01_data ... 06_analysis) or params group")
     p.add_argument("--params", default=None, help="params file (default: params.yaml at the project root)")
     p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("sync-notebooks", help="rewrite each notebook's parameters cell from params.yaml")
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_sync_notebooks)
 
     p = sub.add_parser("profile", help="merge profiles/NAME.yaml into params.yaml (e.g. `globe profile paper`)")
     p.add_argument("name")

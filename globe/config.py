@@ -127,3 +127,30 @@ def offline_hub() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def notebook_path(stage: str, root: str | os.PathLike | None = None) -> Path:
+    return Path(root or project_root()) / "notebooks" / f"{stage}.ipynb"
+
+
+def sync_notebook_parameters(stage: str, params_path: str | os.PathLike | None = None) -> bool:
+    """Rewrite a notebook's `parameters` cell from params.yaml (keeping its leading comment lines), so that the
+    defaults a user sees in jupyter, and that `papermill ... -p steps 2000` starts from, are params.yaml's.
+    Returns True when the cell changed."""
+    import nbformat
+
+    values = stage_params(stage, params_path)
+    path = notebook_path(stage, Path(params_path).parent if params_path else None)
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in (c.metadata.get("tags") or [])]
+    if len(cells) != 1:
+        raise ValueError(f"{path}: expected one cell tagged 'parameters', found {len(cells)}")
+    head = [line for line in cells[0].source.splitlines() if line.startswith("#")]
+    from pprint import pformat
+
+    source = "\n".join(head + [f"{k} = {pformat(v, width=116 - len(k), sort_dicts=False)}" for k, v in values.items()])
+    if source == cells[0].source:
+        return False
+    cells[0].source = source
+    nbformat.write(nb, path)
+    return True

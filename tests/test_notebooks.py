@@ -65,3 +65,16 @@ def test_dvc_stages_pass_their_group():
         assert f"results/notebooks/{name}.ipynb" in stage["outs"]
         tracked = {p if isinstance(p, str) else next(iter(p)) for p in stage["params"]}
         assert {"common", group} <= tracked, f"stage {group} does not track its params"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameter_defaults_are_the_default_profile(name):
+    """A user running `papermill ... -p steps 2000` starts from params.yaml's values (`globe sync-notebooks`)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    if params["common"].get("profile") != "default":
+        pytest.skip("params.yaml holds another profile; notebook defaults mirror the default profile")
+    cell = next(c for c in _load(name)["cells"] if "parameters" in (c.get("metadata", {}).get("tags") or []))
+    got = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        got[node.targets[0].id] = ast.literal_eval(node.value)
+    assert got == {**params["common"], **params[STAGES[name]]}, "run `globe sync-notebooks`"
