@@ -660,8 +660,6 @@ def build_dataset(cfg: DataConfig) -> tuple[DatasetDict, pd.DataFrame]:
     previous dataset or none, never half of one; rerunning rebuilds it (the build is deterministic).
     Returns the saved DatasetDict (memory-mapped from `cfg.out`) and the rejects table.
     """
-    from datasets import load_from_disk
-
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -679,7 +677,7 @@ def build_dataset(cfg: DataConfig) -> tuple[DatasetDict, pd.DataFrame]:
     if cfg.rejects:
         Path(cfg.rejects).parent.mkdir(parents=True, exist_ok=True)
         rejects.to_csv(cfg.rejects, index=False)
-    return load_from_disk(str(out)), rejects
+    return open_saved(out), rejects
 
 
 def write_summaries(dd: DatasetDict, rejects: pd.DataFrame, summary_dir: str | os.PathLike) -> dict[str, Any]:
@@ -699,3 +697,12 @@ def write_summaries(dd: DatasetDict, rejects: pd.DataFrame, summary_dir: str | o
     }
     (d / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def open_saved(path: str | os.PathLike):
+    """`datasets.load_from_disk`, read-only: later `.map` / `.filter` / splits cache to a temporary directory instead of
+    writing cache-*.arrow files beside the saved dataset, which is a finished DVC output and must not change."""
+    import datasets
+
+    datasets.disable_caching()
+    return datasets.load_from_disk(str(path))

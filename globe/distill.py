@@ -722,9 +722,9 @@ def _replace(partial: Path, final: Path) -> None:
 
 
 def load_splits(path: str, names: Sequence[str] | None, max_images: int | None = None) -> dict:
-    from datasets import load_from_disk
+    from globe.data import open_saved
 
-    dd = load_from_disk(str(path))
+    dd = open_saved(path)
     names = list(names or dd.keys())
     missing = [n for n in names if n not in dd]
     if missing:

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from globe.data import open_saved
+
 log = logging.getLogger(__name__)
 
 THRESHOLD_NAMES = {1: "Street", 25: "City", 200: "Region", 750: "Country", 2500: "Continent"}
@@ -230,7 +232,7 @@ def load_mp16_reason_test(entry: dict) -> pd.DataFrame:
     split = entry.get("split", "test")
     if Path(path).exists():
         try:
-            ds = datasets.load_from_disk(path)
+            ds = open_saved(path)
         except FileNotFoundError:
             ds = datasets.load_dataset(path, split=split)
     else:
@@ -251,7 +253,7 @@ def load_sample(entry: dict) -> pd.DataFrame:
     if ds_path and Path(ds_path).exists():
         import datasets
 
-        dd = datasets.load_from_disk(ds_path)
+        dd = open_saved(ds_path)
         split = entry.get("split", "test")
         if isinstance(dd, datasets.DatasetDict):
             if split not in dd:
@@ -474,7 +476,7 @@ def load_train_coords(cfg: EvalConfig) -> pd.DataFrame:
     if ds_path and Path(ds_path).exists():
         import datasets
 
-        dd = datasets.load_from_disk(ds_path)
+        dd = open_saved(ds_path)
         split = entry.get("split", "train")
         ds = dd[split] if isinstance(dd, datasets.DatasetDict) else dd
         return pd.DataFrame({"lat": np.asarray(ds["lat"], float), "lon": np.asarray(ds["lon"], float)})

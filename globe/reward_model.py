@@ -969,9 +969,11 @@ def classification_metrics(labels: Sequence[int], scores: Sequence[float], thres
 
 def load_labels(path: str | os.PathLike):
     """The localizability labels (a datasets Dataset on disk; a DatasetDict's splits are concatenated)."""
-    from datasets import DatasetDict, concatenate_datasets, load_from_disk
+    from datasets import DatasetDict, concatenate_datasets
 
-    ds = load_from_disk(str(path))
+    from globe.data import open_saved
+
+    ds = open_saved(path)
     if isinstance(ds, DatasetDict):
         log.info("labels at %s are a DatasetDict; using all its splits %s", path, list(ds))
         ds = concatenate_datasets([ds[k] for k in ds])

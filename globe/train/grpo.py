@@ -353,12 +353,14 @@ def to_grpo_dataset(ds, prompt: str | None = None):
 
 def load_grpo_dataset(cfg: GRPOParams):
     """The training split of `cfg.dataset` (a DatasetDict saved with save_to_disk) in TRL's format."""
-    from datasets import DatasetDict, load_from_disk
+    from datasets import DatasetDict
+
+    from globe.data import open_saved
 
     path = Path(cfg.dataset)
     if not path.exists():
         raise FileNotFoundError(f"GRPO dataset {path} does not exist: run the distillation stage (02_distill) first")
-    ds = load_from_disk(str(path))
+    ds = open_saved(path)
     if isinstance(ds, DatasetDict):
         if cfg.split not in ds:
             raise KeyError(f"{path} has no split {cfg.split!r}; splits: {list(ds)}")

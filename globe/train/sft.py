@@ -130,12 +130,14 @@ def to_conversation(example: dict, prompt: str | None = None) -> dict:
 
 def load_sft_splits(cfg: SFTConfigParams):
     """(train, eval) conversation datasets with an `image` column, from the distilled DatasetDict on disk."""
-    from datasets import Dataset, DatasetDict, load_from_disk
+    from datasets import Dataset, DatasetDict
+
+    from globe.data import open_saved
 
     path = Path(cfg.dataset)
     if not path.exists():
         raise FileNotFoundError(f"no distilled dataset at {path}; run notebook 02_distill (distillation) first")
-    data = load_from_disk(str(path))
+    data = open_saved(path)
     if isinstance(data, Dataset):
         data = DatasetDict({cfg.train_split: data})
     if cfg.train_split not in data:
