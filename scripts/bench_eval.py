@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--csv", default="../shared/data/im2gps3k/images.csv", help="IM2GPS3K-layout labels (IMG_ID, LAT, LON)")
     p.add_argument("--image-dir", default="../shared/data/im2gps3k/images")
     p.add_argument("--model", default="models/tiny-qwen2.5-vl", help="hub id or path; the tiny model is built if absent")
+    p.add_argument("--adapter", default=None, help="a PEFT adapter on --model (e.g. models/grpo)")
     p.add_argument("--prompt", default="reasoning")
     p.add_argument("--baseline-train", default="../shared/data/labels/yfcc4k.csv",
                    help="coordinates for the weight-free baselines (a Flickr set disjoint from the benchmark)")
@@ -49,7 +50,8 @@ def main() -> None:
     cfg = ev.EvalConfig.from_params(dict(
         out=args.out, run_benchmarks=["im2gps3k"], base_model=args.model,
         benchmarks={"im2gps3k": {"csv": args.csv, "image_dir": args.image_dir}},
-        models=[{"name": "tiny-base-" + args.prompt if "tiny" in args.model else Path(args.model).name, "prompt": args.prompt}],
+        models=[{"name": (f"tiny-{Path(args.adapter).name}" if args.adapter else "tiny-base-" + args.prompt)
+                 if "tiny" in args.model else Path(args.model).name, "adapter": args.adapter, "prompt": args.prompt}],
         baselines=baselines, baseline_train={"csv": args.baseline_train},
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, max_images=args.max_images, n_bootstrap=1000,
     ))
@@ -70,7 +72,7 @@ def main() -> None:
     m = metrics["im2gps3k"][entry.name]
     record = {
         "benchmark": args.name, "csv": args.csv, "n_images": len(bench), "n_generated_now": n_new,
-        "model": args.model, "prompt": args.prompt, "batch_size": args.batch_size,
+        "model": args.model, "adapter": args.adapter, "prompt": args.prompt, "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens, "image_max_side": cfg.image_max_side,
         "generate_wall_s": round(gen_s, 2), "images_per_s": round(n_new / gen_s, 3) if n_new else None,
         "predict_wall_s_incl_model_load": round(predict_s, 2),
@@ -82,7 +84,7 @@ def main() -> None:
                     for k, v in metrics["im2gps3k"].items()},
     }
     Path("results/bench").mkdir(parents=True, exist_ok=True)
-    out = Path(f"results/bench/eval_{args.name}.json")
+    out = Path(f"results/bench/eval_{args.name}{'_' + Path(args.adapter).name if args.adapter else ''}.json")
     if not n_new and out.is_file():  # all cached: keep the throughput measured when the completions were generated
         old = json.loads(out.read_text())
         if old.get("model") == args.model and old.get("n_images") == len(bench):

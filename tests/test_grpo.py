@@ -264,6 +264,13 @@ def test_train_writes_log_samples_adapter_and_resumes(tiny_vlm_dir, colour_datas
     assert (out / "adapter_model.safetensors").is_file() and not (out / "optimizer.pt").exists()
     assert json.loads((out / "globe_grpo.json").read_text())["global_step"] == 4
 
+    # Another experiment in the same folder (a different learning rate) is not resumed, nor exported as finished:
+    # it starts over from step 0 and its log restarts with it.
+    train_grpo({**params, "steps": 2, "learning_rate": 5e-5})
+    summary = json.loads((out / "globe_grpo.json").read_text())
+    assert summary["global_step"] == 2 and not summary["resumed_from"]
+    assert read_log(params["log_csv"])["step"].tolist() == [1, 2]
+
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tiny_vlm_dir, colour_dataset, tmp_path):

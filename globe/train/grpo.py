@@ -474,6 +474,34 @@ def load_policy(cfg: GRPOParams, backend: str):
     return model, processor
 
 
+# Settings a run may change and still continue another run's checkpoints (length and bookkeeping).
+RESUMABLE_CHANGES = {"steps", "save_steps", "save_total_limit", "resume", "out", "log_csv", "samples", "sample_every",
+                     "report_to", "profile"}
+
+
+def _file_digest(path: str | os.PathLike | None) -> str | None:
+    """sha256 of an adapter's weights (so a retrained SFT adapter or reward model starts GRPO over)."""
+    import hashlib
+
+    if not path or not Path(path).is_dir():
+        return None
+    files = sorted(Path(path).glob("*.safetensors"))
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest() if files else None
+
+
+def _fingerprint(cfg: GRPOParams) -> dict:
+    from globe.train import data_fingerprint
+
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    return {**settings, "data": data_fingerprint(cfg.dataset), "init_adapter_sha256": _file_digest(cfg.init_adapter),
+            "reward_model_sha256": _file_digest(cfg.reward_model)}
+
+
 def last_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
     """The newest complete `checkpoint-N` in `checkpoint_dir`, or None."""
     if not Path(checkpoint_dir).is_dir():
@@ -522,7 +550,13 @@ def train_grpo(cfg: GRPOParams | dict[str, Any], *, callbacks: list | None = Non
     if backend == "unsloth":
         import unsloth  # noqa: F401
 
-    resume = last_checkpoint(cfg.checkpoint_dir) if cfg.resume else None
+    if int(os.environ.get("RANK", "0")) == 0:
+        from globe.train import resume_checkpoint
+
+        # Checkpoints of another experiment (other settings, data, starting adapter or reward model) are not resumed.
+        resume = resume_checkpoint(cfg.checkpoint_dir, _fingerprint(cfg), cfg.resume, stamp_name="globe_grpo_config.json")
+    else:  # other ranks follow the checkpoints rank 0 vetted (a changed experiment is best restarted single-process)
+        resume = last_checkpoint(cfg.checkpoint_dir) if cfg.resume else None
     done = _checkpoint_step(resume) if resume else 0
     if done >= cfg.steps:
         # Already trained this far (a rerun, or killed after the last checkpoint): export, don't step again.
