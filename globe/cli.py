@@ -28,7 +28,7 @@ def _cmd_build_tiny_model(args: argparse.Namespace) -> int:
     """Build the tiny random Qwen2.5-VL offline (tokenizer, processor, weights) for the default profile and tests."""
     import time
 
-    from globe.models import build_tiny_vlm
+    from globe.tiny import build_tiny_vlm
 
     t0 = time.perf_counter()
     out = build_tiny_vlm(args.out, seed=args.seed)
@@ -40,7 +40,7 @@ def _cmd_build_tiny_detector(args: argparse.Namespace) -> int:
     """Build the tiny random OWL-ViT (clue verification in the default profile) offline."""
     import time
 
-    from globe.distill import build_tiny_detector
+    from globe.tiny import build_tiny_detector
 
     t0 = time.perf_counter()
     out = build_tiny_detector(args.out, seed=args.seed)

@@ -14,13 +14,11 @@ holding whole countries or continents out of training. `build_dataset(cfg)` runs
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import math
 import os
 import shutil
 import tempfile
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -31,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from datasets import Dataset, DatasetDict, Features
     from PIL import Image as PILImage
+
+from globe.images import IMAGE_REJECT_REASONS, ImageRejected, encode_jpeg, load_image
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,7 @@ REJECT_REASONS: dict[str, str] = {
     "bad_coordinates": "latitude/longitude missing, not a number, or outside [-90, 90] / [-180, 180]",
     "null_island": "exactly 0, 0: the usual placeholder for an unknown position",
     "no_gps": "a photo in an EXIF folder whose EXIF has no GPS position",
-    "missing_file": "the image file does not exist",
-    "corrupt_image": "not a decodable image",
-    "truncated_image": "the file ends before the image data does",
-    "too_large": "more pixels than max_pixels (decompression-bomb guard)",
-    "unsupported_mode": "a pixel format that cannot be converted to RGB",
+    **IMAGE_REJECT_REASONS,
 }
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
@@ -142,108 +138,6 @@ class DataConfig:
         if cfg.max_side < 1 or cfg.max_pixels < 1:
             raise ValueError("data.max_side and data.max_pixels must be positive")
         return cfg
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Safe image loading
-
-
-class ImageRejected(Exception):
-    """An image that cannot be used; `reason` is a key of REJECT_REASONS."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        assert reason in REJECT_REASONS, reason
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-def _to_rgb(im: PILImage.Image) -> PILImage.Image:
-    """Any Pillow mode -> RGB: alpha composited on white, 16/32-bit and float scaled to 8 bits, CMYK via its ICC."""
-    import numpy as np
-    from PIL import Image
-
-    if im.mode == "RGB":
-        return im
-    if im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        if im.mode.startswith("I;16") or a.max(initial=0) > 255:
-            a = a / 257.0  # 16-bit range -> 8-bit (values stored as 'I' by some PNG/TIFF decoders)
-        elif im.mode == "F" and a.max(initial=0) <= 1.0:
-            a = a * 255.0  # float images in [0, 1]
-        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-    if im.mode == "La":
-        im = im.convert("LA")  # premultiplied alpha: Pillow converts it to RGBA only via LA
-    if im.mode in ("LA", "RGBa", "PA"):
-        im = im.convert("RGBA")
-    if im.mode == "RGBA":
-        white = Image.new("RGB", im.size, (255, 255, 255))
-        white.paste(im, mask=im.getchannel("A"))
-        return white
-    if im.mode == "CMYK" and im.info.get("icc_profile"):
-        from PIL import ImageCms
-
-        try:
-            src = ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"]))
-            return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
-        except (ImageCms.PyCMSError, OSError):
-            pass  # a broken profile: fall back to Pillow's plain conversion below
-    try:
-        return im.convert("RGB")
-    except ValueError as e:
-        raise ImageRejected("unsupported_mode", f"mode {im.mode}: {e}") from e
-
-
-def load_image(source: str | os.PathLike | bytes, max_pixels: int = 100_000_000,
-               max_side: int | None = None) -> PILImage.Image:
-    """Decode an image file or bytes into an upright RGB PIL image, or raise `ImageRejected`.
-
-    EXIF orientation is applied; every mode becomes RGB (see `_to_rgb`); images over `max_pixels` are refused before
-    decoding (decompression bombs); truncated or undecodable data is refused. With `max_side`, the image is shrunk
-    to at most that many pixels on its long side (JPEG decodes at a reduced scale first, which is much faster).
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if isinstance(source, (bytes, bytearray)):
-        fp: Any = io.BytesIO(source)
-    else:
-        if not Path(source).is_file():
-            raise ImageRejected("missing_file", str(source))
-        fp = source
-    try:
-        with warnings.catch_warnings():
-            # We apply our own pixel cap below; Pillow's warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(fp) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageRejected("too_large", f"{w}x{h} = {w * h} pixels > max_pixels {max_pixels}")
-                if max_side and im.format == "JPEG":
-                    im.draft(im.mode, (max_side, max_side))
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                im = _to_rgb(im)
-    except ImageRejected:
-        raise
-    except Image.DecompressionBombError as e:
-        raise ImageRejected("too_large", str(e)) from e
-    except UnidentifiedImageError as e:
-        raise ImageRejected("corrupt_image", "not a recognised image format") from e
-    except (OSError, EOFError, SyntaxError, ValueError) as e:
-        msg = str(e)
-        reason = "truncated_image" if isinstance(e, EOFError) or "truncat" in msg.lower() else "corrupt_image"
-        raise ImageRejected(reason, f"{type(e).__name__}: {msg}") from e
-    if max_side and max(im.size) > max_side:
-        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return im
-
-
-def encode_jpeg(im: PILImage.Image, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality, optimize=True)
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -41,15 +41,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# Visual nouns a teacher's reasoning may name and a detector can look for (also the reference teacher's clue words).
-CLUE_VOCABULARY: tuple[str, ...] = (
-    "building", "house", "tower", "church", "temple", "mosque", "castle", "bridge", "monument", "statue", "fountain",
-    "road", "street", "sidewalk", "car", "bus", "truck", "bicycle", "boat", "train", "sign", "street sign",
-    "traffic light", "flag", "fence", "wall", "roof", "window", "door", "tree", "palm tree", "forest", "grass",
-    "flower", "field", "mountain", "hill", "rock", "cliff", "snow", "beach", "sand", "water", "river", "lake", "sea",
-    "sky", "cloud", "person", "crowd", "market", "lamp post", "bench", "pole",
-)
-
 PROMPT_KINDS = ("reasoning", "localizability")
 STAGES = ("judged", "localizability", "ground_truth", "agreement", "clues")
 GROUND_TRUTH = "ground truth"
@@ -234,7 +225,7 @@ def collect_candidates(teachers: Sequence, splits: Mapping[str, Any], cache: Res
     """One row per (split, photo, teacher) with both answers cached: parsed answer, judgement and ground truth."""
     import pandas as pd
 
-    from globe.prompts import parse_completion, parse_localizability
+    from globe.answer import parse_completion, parse_localizability
 
     rows = []
     for split, ds in splits.items():
@@ -326,7 +317,7 @@ def _country_pattern():
 def reasoning_consistent(completion: str, country: str | None) -> bool:
     """The `agreement` filter's self-consistency check (see the module docstring)."""
     from globe.geo import same_country
-    from globe.prompts import parse_completion
+    from globe.answer import parse_completion
 
     p = parse_completion(completion)
     if not p.format_ok or not country:
@@ -336,21 +327,6 @@ def reasoning_consistent(completion: str, country: str | None) -> bool:
 
 
 # -------------------------------------------------------------------------------------------------------- entities
-
-
-def extract_entities(reasoning: str, vocabulary: Iterable[str] = CLUE_VOCABULARY, max_entities: int = 8) -> list[str]:
-    """The visual entities a reasoning names: its `Clues:` list, then clue-vocabulary nouns (plurals folded)."""
-    out: list[str] = []
-    text = reasoning or ""
-    for m in re.finditer(r"\bclues?\s*[:：]\s*([^\n.]+)", text, re.I):
-        for item in re.split(r",|;|/|\band\b", m.group(1)):
-            item = re.sub(r"^(?:an?|the)\s+", "", item.strip().lower())
-            if item and len(item.split()) <= 4 and item not in out:
-                out.append(item)
-    for word in sorted(vocabulary, key=len, reverse=True):  # "palm tree" before "tree"
-        if word not in out and re.search(rf"\b{re.escape(word)}(?:s|es)?\b", text, re.I):
-            out.append(word)
-    return out[:max_entities]
 
 
 def load_detector(model: str, device: str | int | None = None):
@@ -379,71 +355,6 @@ def verify_entities(detector, images: Sequence, labels: Sequence[Sequence[str]],
                     best[d["label"]] = max(best[d["label"]], float(d["score"]))
         out.append(best)
     return out
-
-
-def build_tiny_detector(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """A tiny random OWL-ViT (zero-shot detector) built offline: CLIP BPE tokenizer, processor, weights.
-
-    The tokenizer's vocabulary is the 256 byte symbols (alone and word-final) plus merges spelling the clue
-    vocabulary, so labels tokenize to a few ids. Weights are random with a small init (`initializer_factor=0.1`) so
-    that detection scores spread over roughly 0.5-0.8 instead of saturating at 1.0; they carry no meaning.
-    """
-    import torch
-    from transformers import CLIPTokenizer, OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    symbols = _byte_symbols()
-    vocab_list = symbols + [s + "</w>" for s in symbols]
-    known, merges = set(vocab_list), []
-    for phrase in CLUE_VOCABULARY:
-        for word in phrase.split():
-            toks = list(word[:-1]) + [word[-1] + "</w>"]
-            while len(toks) > 1:
-                merged = toks[0] + toks[1]
-                if f"{toks[0]} {toks[1]}" not in merges:
-                    merges.append(f"{toks[0]} {toks[1]}")
-                if merged not in known:
-                    known.add(merged)
-                    vocab_list.append(merged)
-                toks = [merged] + toks[2:]
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {t: i for i, t in enumerate(vocab_list)}
-    tok_dir = out / "_tokenizer_src"
-    tok_dir.mkdir(exist_ok=True)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    tokenizer = CLIPTokenizer(vocab=str(tok_dir / "vocab.json"), merges=str(tok_dir / "merges.txt"), pad_token="!",
-                              model_max_length=16)
-    torch.manual_seed(seed)
-    config = OwlViTConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=16, bos_token_id=vocab["<|startoftext|>"],
-                         eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["!"]),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=64, patch_size=16),
-        projection_dim=32, initializer_factor=0.1,
-    )
-    model = OwlViTForObjectDetection(config).eval()
-    image_processor = OwlViTImageProcessor(size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64})
-    OwlViTProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
-    model.save_pretrained(out)
-    for f in tok_dir.iterdir():
-        f.unlink()
-    tok_dir.rmdir()
-    return out
-
-
-def _byte_symbols() -> list[str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode table, in its canonical order."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
 
 
 # --------------------------------------------------------------------------------------------------------- filters
@@ -486,7 +397,9 @@ def filter_agreement(df, cfg: Mapping, images: Callable | None = None):
 def filter_clues(df, cfg: Mapping, images: Callable | None = None):
     """(4) Entities named in the reasoning are checked by the detector; `entities` keeps the verified ones."""
     df = df.copy()
-    vocab = cfg.get("clue_vocabulary") or CLUE_VOCABULARY
+    from globe.vocabulary import extract_entities
+
+    vocab = cfg.get("clue_vocabulary") or None
     named = [extract_entities(r, vocab, int(cfg.get("max_entities", 8))) for r in df["reasoning"]]
     df["named_entities"] = named
     if len(df) == 0:
@@ -736,6 +649,8 @@ def ensure_detector(cfg: Mapping) -> str:
     """The detector path; builds the tiny random one there when missing and `build_detector` is set."""
     det = str(cfg["detector"])
     if not Path(det).exists() and cfg.get("build_detector"):
+        from globe.tiny import build_tiny_detector
+
         log.info("building the tiny random detector at %s", det)
         build_tiny_detector(det, seed=int(cfg.get("seed", 0)))
     return det

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from globe.data import open_saved
+from globe.images import load_image
 
 log = logging.getLogger(__name__)
 
@@ -293,22 +294,6 @@ def load_benchmark(name: str, cfg: EvalConfig) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def open_image(image: Any, max_side: int | None = None):
-    """A benchmark's image (path, datasets bytes/path dict, or PIL image) as an upright RGB PIL image, shrunk to at most
-    `max_side` pixels on its long side; undecodable data raises `globe.data.ImageRejected`."""
-    from globe.data import load_image
-
-    if isinstance(image, dict):
-        image = image["bytes"] if image.get("bytes") is not None else image.get("path")
-    if isinstance(image, (str, os.PathLike, bytes, bytearray)):
-        return load_image(image, max_side=max_side)
-    image = image.convert("RGB")
-    if max_side and max(image.size) > max_side:
-        image = image.copy()
-        image.thumbnail((max_side, max_side))
-    return image
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Resumable inference
 
@@ -441,7 +426,7 @@ def predict(bench: pd.DataFrame, entry: ModelEntry, cfg: EvalConfig, cache_path:
             images, ok_ids, records = [], [], []
             for i, img in zip(batch["id"], batch["image"]):
                 try:
-                    images.append(open_image(img, cfg.image_max_side))
+                    images.append(load_image(img, max_side=cfg.image_max_side))
                     ok_ids.append(i)
                 except Exception as e:  # a broken file is recorded and counted, never silently dropped
                     records.append({"id": i, "key": key, "raw": None, "error": f"{type(e).__name__}: {e}"})
@@ -596,7 +581,7 @@ def score(bench: pd.DataFrame, preds: pd.DataFrame, truth: pd.DataFrame | None =
     true_city, continent, country_code (the photo's), distance_km, country_ok, city_ok.
     """
     from globe.geo import geocode_many, haversine_km, reverse_geocode, same_city, same_country
-    from globe.prompts import parse_completion
+    from globe.answer import parse_completion
 
     truth = truth_places(bench) if truth is None else truth
     preds = preds.set_index("id").reindex(bench["id"])
@@ -704,7 +689,7 @@ def add_localizability(scored: pd.DataFrame, bench: pd.DataFrame, scorer, cfg: E
             if not reasonings[i].strip():
                 continue
             try:
-                images.append(open_image(bench["image"].iloc[i], cfg.image_max_side))
+                images.append(load_image(bench["image"].iloc[i], max_side=cfg.image_max_side))
                 idx.append(i)
             except Exception as e:  # counted in the log; the row keeps NaN
                 log.warning("localizability: cannot open %s: %s", bench["id"].iloc[i], e)

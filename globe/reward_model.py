@@ -46,7 +46,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from globe.prompts import PROMPT_VERSION, REWARD_MODEL_PROMPT, build_messages, to_text
+from globe.answer import to_text
+from globe.images import MIN_SIDE, fit_image, load_image, to_data_url
+from globe.prompts import PROMPT_VERSION, REWARD_MODEL_PROMPT, build_messages
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,6 @@ DEFAULT_API_KEY_ENV = "GLOBE_RM_API_KEY"
 DEFAULT_MODEL_NAME = "globe-reward-model"
 NEUTRAL = 0.5  # the score a failed item gets with on_error="neutral"
 SETTINGS_FILE = "globe_reward_model.json"  # written next to the adapter: what the scorer must do the same way
-# Qwen2.5-VL merges 2x2 patches of 14 px: an image side below 28 px cannot be processed.
-MIN_SIDE = 28
-MAX_ASPECT = 150  # Qwen's smart_resize refuses aspect ratios above 200
 
 
 class RewardModelError(RuntimeError):
@@ -173,55 +172,6 @@ def yes_no_probability(logits_last, yes_ids: Sequence[int], no_ids: Sequence[int
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Inputs
-
-
-def load_image(image: Any):
-    """A PIL RGB image from a PIL image, path, bytes, datasets dict ({"bytes", "path"}), numpy array or data URL."""
-    from PIL import Image
-
-    if image is None:
-        raise ValueError("no image (None)")
-    if isinstance(image, Image.Image):
-        img = image
-    elif isinstance(image, Mapping):
-        if image.get("bytes"):
-            img = Image.open(io.BytesIO(image["bytes"]))
-        elif image.get("path"):
-            img = Image.open(image["path"])
-        else:
-            raise ValueError("image dict has neither bytes nor path")
-    elif isinstance(image, (bytes, bytearray)):
-        img = Image.open(io.BytesIO(bytes(image)))
-    elif isinstance(image, str) and image.startswith("data:"):
-        img = Image.open(io.BytesIO(base64.b64decode(image.split(",", 1)[1], validate=True)))
-    elif isinstance(image, (str, os.PathLike)):
-        img = Image.open(image)
-    elif hasattr(image, "__array__"):
-        import numpy as np
-
-        img = Image.fromarray(np.asarray(image))
-    else:
-        raise TypeError(f"not an image: {type(image).__name__}")
-    img.load()  # decode now, so a truncated file fails here and not inside the processor
-    return img.convert("RGB")
-
-
-def fit_image(img, max_pixels: int | None):
-    """Downscale to at most `max_pixels` (aspect kept); pad degenerate shapes up to what Qwen's processor accepts."""
-    from PIL import Image
-
-    w, h = img.size
-    if max_pixels is not None and w * h > max_pixels:
-        scale = math.sqrt(max_pixels / (w * h))
-        w, h = max(1, int(w * scale)), max(1, int(h * scale))
-        img = img.resize((w, h), Image.BICUBIC)
-    if min(w, h) < MIN_SIDE or max(w, h) > MAX_ASPECT * min(w, h):
-        # A sliver or a thumbnail: paste it on a grey canvas of a processable shape rather than fail the whole batch.
-        cw, ch = max(w, MIN_SIDE, -(-h // MAX_ASPECT)), max(h, MIN_SIDE, -(-w // MAX_ASPECT))
-        canvas = Image.new("RGB", (cw, ch), (128, 128, 128))
-        canvas.paste(img, (0, 0))
-        img = canvas
-    return img
 
 
 def clean_reasoning(reasoning: Any, max_chars: int, special_tokens: Sequence[str] = ()) -> str:
@@ -499,18 +449,6 @@ def _read_settings(adapter) -> dict:
 # Client for an OpenAI-compatible endpoint
 
 
-def image_data_url(image: Any, image_format: str = "PNG", max_pixels: int | None = None) -> str:
-    """An image as a base64 data URL (what OpenAI-compatible servers take in `image_url`)."""
-    img = load_image(image)
-    if max_pixels is not None:
-        img = fit_image(img, max_pixels)
-    buf = io.BytesIO()
-    fmt = image_format.upper()
-    img.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}.get(fmt, f"image/{fmt.lower()}")
-    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
-
-
 def yes_no_from_top_logprobs(top_logprobs: Sequence[Mapping[str, Any]]) -> tuple[float, bool]:
     """P(yes) / (P(yes) + P(no)) from an OpenAI `top_logprobs` list, and whether both yes and no were among them.
 
@@ -608,7 +546,7 @@ class EndpointScorer(_Scorer):
     def _score_one(self, image: Any, reasoning: Any) -> float:
         try:
             text = clean_reasoning(reasoning, self.max_reasoning_chars)
-            url = image_data_url(image, self.image_format, self.max_pixels)
+            url = to_data_url(image, self.image_format, max_pixels=self.max_pixels)
             payload = {
                 "model": self.model,
                 "messages": [{"role": "user", "content": [
@@ -1027,7 +965,7 @@ def _to_example(row: dict, max_pixels: int | None, max_chars: int, special: Sequ
         try:
             image = fit_image(load_image(row["image"]), max_pixels)
         except Exception as e:  # noqa: BLE001 - counted and reported as a skip
-            skip = f"bad_image:{type(e).__name__}"
+            skip = f"bad_image:{getattr(e, 'reason', type(e).__name__)}"
     text = clean_reasoning(row["reasoning"], max_chars, special)
     return {
         "image_fit": image,

@@ -36,7 +36,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 
-from globe.prompts import Parsed, parse_completion, to_text
+from globe.answer import Parsed, parse_completion
+from globe.vocabulary import mentioned_clues
 
 RewardFunc = Callable[..., list]
 
@@ -48,102 +49,12 @@ DEFAULT_WEIGHTS: dict[str, float] = {"format": 1.0, "accuracy": 1.0, "localizabi
 MAX_VALUE_CHARS = 80
 
 # ----------------------------------------------------------------------------------------------------------------
-# Clue vocabulary: the visual clues a geo-localisation reasoning talks about. One place for the whole project: the
-# `visual_precision` reward counts these in the reasoning, and distillation can reuse them (e.g. as detector queries).
-
-CLUE_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "text and signs": (
-        "road sign", "street sign", "traffic sign", "sign", "signage", "billboard", "license plate", "licence plate",
-        "number plate", "text", "script", "writing", "lettering", "inscription", "banner", "poster", "logo",
-        "storefront", "shop sign", "cyrillic", "latin alphabet", "arabic script", "chinese characters", "kanji",
-        "hangul", "devanagari", "thai script", "greek alphabet", "hebrew", "flag",
-    ),
-    "roads and traffic": (
-        "road", "street", "highway", "motorway", "road marking", "lane marking", "centre line", "center line",
-        "crosswalk", "zebra crossing", "bollard", "guardrail", "curb", "kerb", "sidewalk", "pavement", "roundabout",
-        "traffic light", "traffic lights", "utility pole", "power line", "telephone pole", "street lamp", "lamp post",
-        "driving side", "left-hand traffic", "right-hand traffic",
-    ),
-    "vehicles": (
-        "car", "taxi", "bus", "double-decker", "tram", "streetcar", "train", "truck", "lorry", "van", "motorcycle",
-        "scooter", "moped", "bicycle", "rickshaw", "tuk-tuk", "boat", "ferry", "gondola",
-    ),
-    "buildings and landmarks": (
-        "architecture", "building", "house", "apartment block", "skyscraper", "tower", "church", "cathedral",
-        "mosque", "minaret", "temple", "pagoda", "shrine", "synagogue", "monastery", "palace", "castle", "fort",
-        "bridge", "monument", "statue", "fountain", "dome", "arch", "column", "landmark", "lighthouse", "windmill",
-        "roof", "tiled roof", "thatched roof", "balcony", "facade", "brick", "stone", "timber", "stucco", "adobe",
-        "market", "bazaar", "stadium", "harbour", "harbor", "port", "pier", "station",
-    ),
-    "nature and terrain": (
-        "mountain", "hill", "valley", "volcano", "glacier", "snow", "desert", "sand", "dune", "beach", "coast",
-        "sea", "ocean", "lake", "river", "waterfall", "canyon", "cliff", "island", "forest", "jungle", "rainforest",
-        "savanna", "grassland", "steppe", "tundra", "field", "farmland", "rice paddy", "terrace", "vineyard",
-        "red soil", "soil", "rock",
-    ),
-    "vegetation": (
-        "vegetation", "palm tree", "coconut palm", "pine", "conifer", "birch", "eucalyptus", "cactus", "bamboo",
-        "olive tree", "cypress", "baobab", "acacia", "banana", "tree", "shrub", "grass", "moss", "flower",
-    ),
-    "people and culture": (
-        "clothing", "dress", "headscarf", "turban", "kimono", "sari", "hat", "uniform", "people", "crowd",
-        "festival", "currency", "food",
-    ),
-    "sky and climate": ("climate", "sky", "sun", "cloud", "fog", "tropical", "arid", "temperate"),
-}
-# Terms are singular: the matcher allows a plural "s"/"es" on the last word (so "clouds" counts as "cloud").
-CLUE_VOCABULARY: tuple[str, ...] = tuple(dict.fromkeys(t for terms in CLUE_CATEGORIES.values() for t in terms))
-
-
-def _term_pattern(term: str) -> str:
-    # Words separated by any run of spaces or hyphens; a plural "s"/"es" allowed on the last word.
-    words = [re.escape(w) for w in re.split(r"[\s-]+", term.strip()) if w]
-    return r"[\s-]+".join(words) + r"(?:e?s)?"
-
-
-@lru_cache(maxsize=1)
-def _vocabulary_regex() -> re.Pattern:
-    # Longest terms first, so "palm tree" is counted as itself and not as "tree".
-    terms = sorted(CLUE_VOCABULARY, key=len, reverse=True)
-    return re.compile(r"(?<!\w)(" + "|".join(_term_pattern(t) for t in terms) + r")(?!\w)", re.I)
-
-
-def _canonical_term(match: str) -> str:
-    key = re.sub(r"[\s-]+", " ", match.lower())
-    for term in (key, key[:-1], key[:-2]):  # undo the plural the pattern allowed
-        if term in _TERM_KEYS:
-            return _TERM_KEYS[term]
-    return key
-
-
-_TERM_KEYS = {re.sub(r"[\s-]+", " ", t.lower()): t for t in CLUE_VOCABULARY}
-
-
-def mentioned_clues(text: str | None) -> set[str]:
-    """The `CLUE_VOCABULARY` terms a text mentions (whole words, case-insensitive, plurals folded)."""
-    if not text:
-        return set()
-    return {_canonical_term(m.group(1)) for m in _vocabulary_regex().finditer(text)}
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Parsing and column helpers
-
-
-def _clean_text(completion) -> str:
-    """A completion as valid text: lone surrogates replaced, runs of spaces collapsed.
-
-    Collapsing horizontal whitespace changes no tag or field, and keeps `parse_completion`'s field regex linear on
-    degenerate outputs (a value holding a long run of spaces otherwise costs quadratic time).
-    """
-    text = to_text(completion)
-    text = text.encode("utf-8", errors="replace").decode("utf-8", errors="replace")
-    return re.sub(r"[^\S\n]{2,}", " ", text)
 
 
 def parse_all(completions: Iterable) -> list[Parsed]:
     """Parse a batch of completions (strings, bytes or message lists) with the shared parser."""
-    return [parse_completion(_clean_text(c)) for c in completions]
+    return [parse_completion(c) for c in completions]
 
 
 def _column(kwargs: Mapping, name: str, n: int, reward: str) -> list:
@@ -443,7 +354,7 @@ def make_visual_reward(mode: str = "recall", rule: str = "mention", name: str | 
     recall (the paper's): the share of verified entities the reasoning mentions. rule "mention" is the official
     case-insensitive substring test; "word" needs whole words ("car" is not in "scarf").
     precision (ours): verified clues among the clues the reasoning mentions, where the mentioned clues are the
-    `CLUE_VOCABULARY` terms found in the reasoning plus the entities it names; a vocabulary term is verified when a
+    `globe.vocabulary` terms found in the reasoning plus the entities it names; a vocabulary term is verified when a
     verified entity contains it. Listing every clue word (a hack recall pays for) earns little precision.
     No entities, or no reasoning, earns 0.
     """
@@ -609,29 +520,3 @@ def get_reward_funcs(spec=None, scorer=None) -> list[RewardFunc]:
 def get_reward_weights(spec=None) -> list[float]:
     """The weights for `get_reward_funcs(spec)`, in the same order (GRPOConfig's `reward_weights`)."""
     return [w for _, w, _ in _entries(DEFAULT_WEIGHTS if spec is None else spec)]
-
-
-def reward_breakdown(completions, rewards=None, scorer=None, **columns):
-    """One row per completion, one column per reward, plus `total` (the weighted sum) when weights are given.
-
-    rewards: a spec as for `get_reward_funcs`; default: every ready-made reward in `REWARDS` whose required columns
-    are present (plus localizability when a scorer is given). The columns used and left out are in `df.attrs`.
-    """
-    import pandas as pd
-
-    completions = list(completions)
-    if rewards is None:
-        funcs = [f for f in REWARDS.values() if all(columns.get(c) is not None for c in f.required_columns)]
-        if scorer is not None:
-            funcs.append(make_localizability_reward(scorer))
-        weights = None
-    else:
-        funcs, weights = get_reward_funcs(rewards, scorer=scorer), get_reward_weights(rewards)
-    df = pd.DataFrame({f.__name__: f(completions=completions, **columns) for f in funcs},
-                      index=pd.RangeIndex(len(completions)))
-    df = df.astype(float)
-    if weights is not None:
-        df["total"] = sum(df[f.__name__].fillna(0.0) * w for f, w in zip(funcs, weights))
-    df.attrs["rewards"] = [f.__name__ for f in funcs]
-    df.attrs["left_out"] = sorted(set(REWARDS) - set(df.attrs["rewards"])) if rewards is None else []
-    return df

@@ -22,10 +22,8 @@ the HTTP backend raises `ErrorBudgetExceeded` once more requests failed than its
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import hashlib
-import io
 import json
 import logging
 import os
@@ -35,6 +33,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from globe.images import load_image, shrink, to_data_url
 
 log = logging.getLogger(__name__)
 
@@ -109,26 +109,6 @@ def _sampling(cfg: Mapping) -> Sampling:
     )
 
 
-def image_data_url(image, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90) -> str:
-    """A PIL image as a base64 data URL (what OpenAI-compatible chat endpoints take), downscaled to `max_side`."""
-    image = image.convert("RGB")
-    if max_side and max(image.size) > max_side:
-        image = image.copy()
-        image.thumbnail((max_side, max_side))
-    buf = io.BytesIO()
-    image.save(buf, format=fmt, quality=quality) if fmt.upper() == "JPEG" else image.save(buf, format=fmt)
-    mime = "jpeg" if fmt.upper() == "JPEG" else fmt.lower()
-    return f"data:image/{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _downscale(image, max_side: int | None):
-    if not max_side or max(image.size) <= max_side:
-        return image
-    image = image.copy()
-    image.thumbnail((max_side, max_side))
-    return image
-
-
 def chat_messages(request: Request, data_url: str) -> list[dict]:
     """The OpenAI chat format for one photo + prompt (also what vLLM's `LLM.chat` takes)."""
     return [
@@ -172,7 +152,7 @@ class LocalTeacher(Teacher):
             groups.setdefault(r.sampling, []).append(i)
         for s, idx in groups.items():
             t0 = time.perf_counter()
-            images = [_downscale(requests[i].image, self.max_image_side) for i in idx]
+            images = [shrink(load_image(requests[i].image), self.max_image_side) for i in idx]
             texts = generate(model, processor, images, [requests[i].prompt for i in idx],
                              max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                              batch_size=self.batch_size, seed=s.seed)
@@ -228,7 +208,7 @@ class OpenAITeacher(Teacher):
         s = request.sampling
         body = {
             "model": self.model,
-            "messages": chat_messages(request, image_data_url(request.image, max_side=self.max_image_side)),
+            "messages": chat_messages(request, to_data_url(request.image, max_side=self.max_image_side)),
             "max_tokens": s.max_new_tokens,
             "temperature": s.temperature,
             "top_p": s.top_p,
@@ -370,7 +350,8 @@ class VLLMTeacher(Teacher):
             params = SamplingParams(max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed)
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start:start + self.batch_size]
-                convs = [chat_messages(requests[i], image_data_url(requests[i].image, max_side=self.max_image_side)) for i in chunk]
+                convs = [chat_messages(requests[i], to_data_url(requests[i].image, max_side=self.max_image_side))
+                         for i in chunk]
                 try:
                     results = self._llm.chat(convs, params, use_tqdm=False)
                 except Exception as e:  # one bad batch is reported per request, not fatal to the run
@@ -421,15 +402,16 @@ class ReferenceTeacher(Teacher):
 
     def __init__(self, name: str = "reference", vocabulary: Sequence[str] | None = None, n_clues: int = 3,
                  sampling: Sampling = Sampling()):
-        from globe.distill import CLUE_VOCABULARY
+        from globe.vocabulary import CLUE_VOCABULARY
 
         self.name, self.sampling, self.n_clues = name, sampling, int(n_clues)
         self.needs_image = False  # it reads the metadata only
         self.vocabulary = list(vocabulary or CLUE_VOCABULARY)
 
     def _clues(self, rid: str, title: str) -> list[str]:
-        words = set(re.findall(r"[a-z]+", title.lower()))
-        found = [c for c in self.vocabulary if c in words or c + "s" in words]
+        from globe.vocabulary import find_clues
+
+        found = find_clues(title, self.vocabulary)
         h = int(hashlib.sha256(rid.encode("utf-8")).hexdigest(), 16)
         pool = [c for c in self.vocabulary if c not in found]
         while len(found) < self.n_clues and pool:
@@ -452,9 +434,11 @@ class ReferenceTeacher(Teacher):
         """0.1 + 0.3·[title names the city, region or country] + 0.2·[title has a landmark or clue word]
         + 0.3·[title is a descriptive caption] + 0.1·[a city is known], capped at 1."""
         title = str(meta.get("title") or "")
+        from globe.vocabulary import find_clues
+
         words = set(re.findall(r"[a-z]+", title.lower()))
-        clue_words = set(LANDMARK_WORDS) | set(self.vocabulary) | {w + "s" for w in self.vocabulary}
-        score = 0.1 + 0.3 * self._place_named(title, meta) + 0.2 * bool(words & clue_words)
+        clue = bool(words & set(LANDMARK_WORDS)) or bool(find_clues(title, self.vocabulary))
+        score = 0.1 + 0.3 * self._place_named(title, meta) + 0.2 * clue
         score += 0.3 * self._descriptive(title) + 0.1 * bool(meta.get("city"))
         return round(min(score, 1.0), 2)
 

@@ -31,7 +31,7 @@ def main() -> None:
     from globe.config import enter_project_root, offline_hub, stage_params
     from globe.data import DataConfig, build_dataset
     from globe.distill import run_distillation
-    from globe.models import build_tiny_vlm
+    from globe.tiny import build_tiny_vlm
 
     enter_project_root()
     offline_hub()

@@ -41,7 +41,7 @@ def main() -> None:
     enter_project_root()
 
     if args.model == "models/tiny-qwen2.5-vl" and not Path(args.model).is_dir():
-        from globe.models import build_tiny_vlm
+        from globe.tiny import build_tiny_vlm
 
         build_tiny_vlm(args.model, seed=0)
     if args.fresh:

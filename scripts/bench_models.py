@@ -33,7 +33,8 @@ def main() -> int:
     from PIL import Image
 
     from globe.config import offline_hub
-    from globe.models import build_tiny_vlm, generate, load_vlm
+    from globe.models import generate, load_vlm
+    from globe.tiny import build_tiny_vlm
     from globe.prompts import REASONING_PROMPT
     from globe.train.sft import train_sft
     from test_sft import TINY_LORA, make_reason_dataset

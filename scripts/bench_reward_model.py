@@ -40,7 +40,7 @@ def main() -> None:
     from datasets import Dataset, Features, Image, Value
 
     from globe import reward_model as rm
-    from globe.models import build_tiny_vlm
+    from globe.tiny import build_tiny_vlm
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rm-"))
     model = args.model or str(build_tiny_vlm(tmp / "tiny", seed=0))

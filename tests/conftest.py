@@ -33,6 +33,6 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_vlm_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen2.5-VL (tokenizer, processor, weights) built offline once per test session."""
-    from globe.models import build_tiny_vlm
+    from globe.tiny import build_tiny_vlm
 
     return build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm") / "model", seed=0)

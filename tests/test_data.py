@@ -14,7 +14,8 @@ import pytest
 from PIL import ExifTags, Image
 
 from globe import data
-from globe.data import DataConfig, ImageRejected, build_dataset, load_image
+from globe.data import DataConfig, build_dataset
+from globe.images import ImageRejected, load_image, to_rgb
 
 # Real places (so the reverse geocoder has something to say) for generated photos.
 PLACES = {"paris": (48.8566, 2.3522), "tokyo": (35.6762, 139.6503), "lima": (-12.0464, -77.0428),
@@ -135,7 +136,7 @@ def test_load_image_every_mode_becomes_rgb(mode, tmp_path):
 
 @pytest.mark.parametrize("mode", ["La", "RGBa", "PA", "YCbCr", "RGBX", "HSV", "LAB"])
 def test_in_memory_modes_convert(mode):
-    assert data._to_rgb(Image.new(mode, (3, 2))).mode == "RGB"
+    assert to_rgb(Image.new(mode, (3, 2))).mode == "RGB"
 
 
 def test_unconvertible_mode_is_rejected(monkeypatch):
@@ -144,7 +145,7 @@ def test_unconvertible_mode_is_rejected(monkeypatch):
 
     monkeypatch.setattr(Image.Image, "convert", refuse)
     with pytest.raises(ImageRejected) as e:
-        data._to_rgb(Image.new("L", (2, 2)))
+        to_rgb(Image.new("L", (2, 2)))
     assert e.value.reason == "unsupported_mode"
 
 

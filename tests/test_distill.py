@@ -18,9 +18,7 @@ from globe.distill import (
     FILTERS,
     ResponseCache,
     apply_filters,
-    build_tiny_detector,
     cache_key,
-    extract_entities,
     filter_agreement,
     filter_clues,
     filter_ground_truth,
@@ -29,7 +27,10 @@ from globe.distill import (
     query_teachers,
     run_distillation,
 )
-from globe.prompts import format_target, parse_completion
+from globe.answer import parse_completion
+from globe.tiny import build_tiny_detector
+from globe.vocabulary import extract_entities
+from globe.prompts import format_target
 from globe.teachers import ReferenceTeacher, Sampling
 
 N_TRAIN, N_TEST = 6, 2
@@ -252,7 +253,9 @@ def test_clue_filter_thresholds():
 
 def test_extract_entities():
     text = "Clues: a red tram, the Eiffel tower. Palm trees line the streets under a cloudy sky."
-    assert extract_entities(text) == ["red tram", "eiffel tower", "palm tree", "street", "tower", "tree", "sky"]
+    # One matcher (globe.vocabulary): the longest term wins ("palm tree", not also "tree"), and a term inside a
+    # listed clue ("tower" in "eiffel tower") is not named twice.
+    assert extract_entities(text) == ["red tram", "eiffel tower", "palm tree", "street", "sky"]
     assert extract_entities(text, max_entities=2) == ["red tram", "eiffel tower"]
 
 

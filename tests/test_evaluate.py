@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from globe import evaluate as ev
+from globe.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -296,7 +297,7 @@ def test_sample_benchmark_reads_the_ingested_test_split(tmp_path, sample_dir):
                baseline_train={"dataset": str(tmp_path / "ds"), "split": "train"})
     bench = ev.load_benchmark("sample", cfg)
     assert list(bench["id"]) == list(meta["id"].tail(2))
-    im = ev.open_image(bench["image"][0], max_side=64)
+    im = load_image(bench["image"][0], max_side=64)
     assert im.mode == "RGB" and max(im.size) == 64
     train = ev.load_train_coords(cfg)
     np.testing.assert_allclose(train["lat"], meta["lat"].head(3))

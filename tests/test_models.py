@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from globe import models
+from globe import tiny as tiny_builders
 from globe.prompts import REASONING_PROMPT, build_messages
 
 
@@ -110,8 +111,8 @@ def test_build_is_deterministic_by_seed(tmp_path, tiny_vlm_dir):
     import torch
     from safetensors.torch import load_file
 
-    again = models.build_tiny_vlm(tmp_path / "same", seed=0)
-    other = models.build_tiny_vlm(tmp_path / "other", seed=1)
+    again = tiny_builders.build_tiny_vlm(tmp_path / "same", seed=0)
+    other = tiny_builders.build_tiny_vlm(tmp_path / "other", seed=1)
     assert (again / "tokenizer.json").read_text() == (tiny_vlm_dir / "tokenizer.json").read_text()
     w0, w0b, w1 = (load_file(d / "model.safetensors") for d in (tiny_vlm_dir, again, other))
     assert w0.keys() == w0b.keys() == w1.keys()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from globe.prompts import build_messages, format_target, parse_completion, parse_localizability, to_text
+from globe.answer import parse_completion, parse_localizability, to_text
+from globe.prompts import build_messages, format_target
 
 GOOD = "<think>Red roofs, a Gothic cathedral, French signs.</think>\n<answer>country: France\ncity: Lyon</answer>"
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from globe import reward_model as rm
+from globe.images import fit_image, to_data_url
 
 SMALL = 28 * 28 * 16  # pixel budget for the tests: at most 16 merged patches per image
 
@@ -67,7 +68,7 @@ def test_readout_equals_hand_computation_on_tiny_model_logits(scorer):
     reasoning = "The signs are in Portuguese and the pavement is a black and white mosaic."
     prompt = rm.reward_prompt(reasoning)
     text = scorer.processor.apply_chat_template(rm.build_messages(prompt), add_generation_prompt=True, tokenize=False)
-    inputs = scorer.processor(text=[text], images=[rm.fit_image(image, SMALL)], return_tensors="pt")
+    inputs = scorer.processor(text=[text], images=[fit_image(image, SMALL)], return_tensors="pt")
     with torch.no_grad():
         logits = scorer.model(**inputs).logits[0, -1].double().numpy()
     p = np.exp(logits - logits.max())
@@ -316,7 +317,7 @@ def test_serve_round_trip_equals_in_process_scorer(scorer, monkeypatch):
         assert client.stats["errors"] == 0 and client.stats["one_sided"] == 0
 
         headers = {"Authorization": "Bearer k-987"}
-        url = rm.image_data_url(images[0])
+        url = to_data_url(images[0], "PNG")
         body = {"model": rm.DEFAULT_MODEL_NAME, "max_tokens": 1, "logprobs": True, "top_logprobs": 5,
                 "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
                                                           {"type": "text", "text": rm.reward_prompt("x")}]}]}
@@ -381,7 +382,7 @@ def test_training_writes_adapter_and_metrics(trained):
     assert json.loads((d / "adapter" / rm.SETTINGS_FILE).read_text())["max_pixels"] == SMALL
     n = metrics["n"]
     assert n["label_rows"] == 18 and n["usable"] == 16 and n["train"] + n["eval"] == 16
-    assert n["skipped"] == {"bad_label": 1, "bad_image:UnidentifiedImageError": 1}
+    assert n["skipped"] == {"bad_label": 1, "bad_image:corrupt_image": 1}
     balance = metrics["class_balance"]
     assert sum(balance["train"].values()) == n["train"] and sum(balance["eval"].values()) == n["eval"]
     assert balance["eval"]["yes"] >= 1 and balance["eval"]["no"] >= 1

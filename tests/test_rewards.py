@@ -9,7 +9,6 @@ import pytest
 
 from globe import rewards as R
 from globe.rewards import (
-    CLUE_VOCABULARY,
     DEFAULT_WEIGHTS,
     REWARDS,
     format_reward,
@@ -19,9 +18,8 @@ from globe.rewards import (
     make_distance_reward,
     make_localizability_reward,
     make_visual_reward,
-    mentioned_clues,
-    reward_breakdown,
 )
+from globe.vocabulary import CLUE_VOCABULARY, mentioned_clues
 
 LYON = (45.764, 4.8357)
 
@@ -32,6 +30,24 @@ def C(country="France", city="Lyon", think="Gothic church, French road signs.") 
 
 def chat(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
+
+
+def reward_breakdown(completions, rewards=None, scorer=None, **columns):
+    """Every reward of a spec (default: every ready-made reward whose columns are given) on a batch: one column per
+    reward, plus the weighted `total` when a spec is given."""
+    import pandas as pd
+
+    completions = list(completions)
+    if rewards is None:
+        funcs = [f for f in REWARDS.values() if all(columns.get(c) is not None for c in f.required_columns)]
+        weights = None
+    else:
+        funcs, weights = get_reward_funcs(rewards, scorer=scorer), get_reward_weights(rewards)
+    df = pd.DataFrame({f.__name__: f(completions=completions, **columns) for f in funcs},
+                      index=pd.RangeIndex(len(completions))).astype(float)
+    if weights is not None:
+        df["total"] = sum(df[f.__name__].fillna(0.0) * w for f, w in zip(funcs, weights))
+    return df
 
 
 def one(fn, completion, **cols):
@@ -478,17 +494,3 @@ def test_random_garbage_never_raises():
                           city=["Lyon"] * 30)
     assert ok["format"].tolist() == [1.0] * 30 and ok["accuracy"].tolist() == [1.0] * 30
 
-
-# ---- reward_breakdown -----------------------------------------------------------------------------------------
-
-def test_reward_breakdown():
-    comps = [C(), C("France", "Marseille"), "nonsense"]
-    cols = dict(country=["France"] * 3, city=["Lyon"] * 3, lat=[LYON[0]] * 3, lon=[LYON[1]] * 3)
-    df = reward_breakdown(comps, **cols)
-    assert list(df.columns) == ["format", "accuracy", "accuracy_normalized", "distance"]
-    assert df.attrs["left_out"] == ["visual", "visual_precision"]
-    assert df["accuracy"].tolist() == [1.0, 0.2, 0.0]
-    weighted = reward_breakdown(comps, rewards={"format": 1.0, "accuracy": 1.0, "localizability": 0.5},
-                                scorer=RecordingScorer(0.4), image=["a", "b", "c"], **cols)
-    assert list(weighted.columns) == ["format", "accuracy", "localizability", "total"]
-    assert weighted["total"].tolist() == pytest.approx([2.2, 1.4, 0.0])

@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from globe.prompts import LOCALIZABILITY_PROMPT, REASONING_PROMPT, parse_completion, parse_localizability
+from globe.answer import parse_completion, parse_localizability
+from globe.prompts import LOCALIZABILITY_PROMPT, REASONING_PROMPT
 from globe.teachers import (
     ErrorBudgetExceeded,
     OpenAITeacher,

@@ -238,7 +238,7 @@ def _resolve(gaz: Gazetteer, text: str, country: str | None) -> GeoResult:
     text = str(text)
     forced = gaz.country_of(country) if country else None
     if "<answer>" in text.lower():  # a whole completion: only its answer counts (the shared parser decides)
-        from globe.prompts import parse_completion
+        from globe.answer import parse_completion
 
         p = parse_completion(text)
         # labelled fields, else a single free-form answer block; hedged or missing answers resolve to nothing

@@ -193,7 +193,7 @@ class SampleRecorder:
             if step == 1 or step % self.every == 0:
                 batch = self.pending.get(step)
                 if batch is None or len(batch["completions"]) != len(completions):
-                    from globe.prompts import to_text
+                    from globe.answer import to_text
 
                     batch = self.pending[step] = {
                         "completions": [to_text(c) for c in completions],

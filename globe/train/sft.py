@@ -115,7 +115,8 @@ class SFTConfigParams:
 
 def to_conversation(example: dict, prompt: str | None = None) -> dict:
     """A distilled sample as TRL prompt-completion messages (user: image + prompt; assistant: think + answer)."""
-    from globe.prompts import REASONING_PROMPT, build_messages, format_target, parse_completion
+    from globe.answer import parse_completion
+    from globe.prompts import REASONING_PROMPT, build_messages, format_target
 
     reasoning = example.get("reasoning")
     if not reasoning or not example.get("country") or not example.get("city"):
