@@ -16,6 +16,32 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Run one stage's notebook (what dvc.yaml does): parameters validated, the stage locked, output streamed."""
+    import logging
+
+    import yaml
+
+    from globe.config import ParamsError
+    from globe.pipeline import StageBusy, run_stage
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"globe run: --set expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        overrides[key] = yaml.safe_load(value)
+    try:
+        out = run_stage(args.stage, params_path=args.params, output=args.output, overrides=overrides)
+    except (ParamsError, StageBusy, KeyError) as e:
+        print(f"globe run: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    print(f"executed notebook: {out}")
+    return 0
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     from globe.config import apply_profile
 
@@ -79,8 +105,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     """Run the evaluation stage from params.yaml's eval group (what notebook 05 runs), with optional overrides."""
     import logging
 
-    from globe.config import stage_params
-    from globe.evaluate import EvalConfig, MissingBenchmark, evaluate
+    from globe.config import ParamsError, stage_params
+    from globe.evaluate import EvalParams, MissingBenchmark, evaluate
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = stage_params("05_eval", args.params)
@@ -89,8 +115,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.max_images is not None:
         params["max_images"] = args.max_images
     try:
-        evaluate(EvalConfig.from_params(params))
-    except MissingBenchmark as e:
+        evaluate(EvalParams.from_params(params))
+    except (MissingBenchmark, ParamsError) as e:
         print(f"globe evaluate: {e}", file=sys.stderr)
         return 2
     print(f"wrote {params['out']}/metrics.json and {params['out']}/tables/main.md")
@@ -99,9 +125,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_train_grpo(args: argparse.Namespace) -> int:
     """GRPO from params.yaml (common + grpo); `accelerate launch -m globe.train.grpo` is the multi-GPU form."""
-    from globe.train.grpo import main
+    from globe.train.grpo import cli
 
-    return main((["--params", args.params] if args.params else []) + (["--set", *args.set] if args.set else []))
+    return cli((["--params", args.params] if args.params else []) + (["--set", *args.set] if args.set else []))
 
 
 def _cmd_sync_notebooks(args: argparse.Namespace) -> int:
@@ -121,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", help="notebook stage (01_data ... 06_analysis) or params group")
     p.add_argument("--params", default=None, help="params file (default: params.yaml at the project root)")
     p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("run", help="run one stage's notebook as dvc.yaml does (validated, locked, output streamed)")
+    p.add_argument("stage", help="notebook stage (01_data ... 06_analysis) or params group")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override parameters, e.g. steps=2")
+    p.add_argument("--output", default=None, help="executed notebook (default: results/notebooks/STAGE.ipynb)")
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("sync-notebooks", help="rewrite each notebook's parameters cell from params.yaml")
     p.add_argument("--params", default=None)

@@ -7,7 +7,7 @@ re-encoded as JPEG; country/admin1/city/continent from the offline reverse geoco
 table with a reason from `REJECT_REASONS`. Nothing is dropped silently: every input row is either kept or rejected.
 
 `split` makes the {train, test} DatasetDict: deterministic by seed, optionally stratified by country, optionally
-holding whole countries or continents out of training. `build_dataset(cfg)` runs the lot from a `DataConfig`
+holding whole countries or continents out of training. `build_dataset(cfg)` runs the lot from a `DataParams`
 (params.yaml's `data` group) and saves the dataset and the rejects table.
 """
 
@@ -19,18 +19,18 @@ import math
 import os
 import shutil
 import tempfile
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from datasets import Dataset, DatasetDict, Features
-    from PIL import Image as PILImage
 
+from globe.config import StageConfig
 from globe.images import IMAGE_REJECT_REASONS, ImageRejected, encode_jpeg, load_image
+from globe.splits import split, split_counts
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ REJECT_REASONS: dict[str, str] = {
     "bad_coordinates": "latitude/longitude missing, not a number, or outside [-90, 90] / [-180, 180]",
     "null_island": "exactly 0, 0: the usual placeholder for an unknown position",
     "no_gps": "a photo in an EXIF folder whose EXIF has no GPS position",
+    "outside_image_dir": "the row's file is an absolute path or escapes the image folder (../), refused unopened",
     **IMAGE_REJECT_REASONS,
 }
 
@@ -93,10 +94,12 @@ def __getattr__(name: str) -> Any:
 
 
 @dataclass
-class DataConfig:
-    """params.yaml's `data` group (plus `seed` from `common`). See params.yaml for what each key means."""
+class DataParams(StageConfig):
+    """params.yaml's `data` group (plus `seed` and `offline` from `common`). See params.yaml for each key."""
 
-    source: str = "csv"
+    group: ClassVar[str] = "data"
+
+    source: Literal["csv", "hf", "exif"] = "csv"
     csv: str | None = "data/sample/metadata.csv"
     image_dir: str | None = "data/sample/images"
     layout: str = "auto"
@@ -117,27 +120,18 @@ class DataConfig:
     holdout_countries: list[str] = field(default_factory=list)
     holdout_continents: list[str] = field(default_factory=list)
     seed: int = 0
+    offline: bool = True
     out: str = "data/processed/dataset"
     rejects: str | None = "results/data/rejects.csv"
     summary_dir: str | None = "results/data"
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> DataConfig:
-        """Build from a params dict; an unknown key is an error (a typo must not be silently ignored)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise KeyError(f"unknown data parameter(s) {unknown}; known: {sorted(known)}")
-        cfg = cls(**dict(params))
-        cfg.holdout_countries = list(cfg.holdout_countries or [])
-        cfg.holdout_continents = list(cfg.holdout_continents or [])
-        if cfg.source not in SOURCES:
-            raise ValueError(f"data.source must be one of {sorted(SOURCES)}, got {cfg.source!r}")
-        if not 0.0 <= cfg.test_fraction < 1.0:
-            raise ValueError(f"data.test_fraction must be in [0, 1), got {cfg.test_fraction}")
-        if cfg.max_side < 1 or cfg.max_pixels < 1:
-            raise ValueError("data.max_side and data.max_pixels must be positive")
-        return cfg
+    def validate(self) -> None:
+        self.require(0.0 <= self.test_fraction < 1.0, "test_fraction", f"must be in [0, 1), got {self.test_fraction}")
+        self.require(self.max_side >= 1 and self.max_pixels >= 1, "max_side", "max_side and max_pixels must be > 0")
+        self.require(1 <= self.jpeg_quality <= 100, "jpeg_quality", f"must be in [1, 100], got {self.jpeg_quality}")
+        self.require(self.max_images is None or self.max_images >= 1, "max_images", "must be >= 1 or null")
+        self.require(self.layout == "auto" or self.layout in LAYOUTS, "layout",
+                     f"must be auto or one of {list(LAYOUTS)}, got {self.layout!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -193,11 +187,24 @@ def ingest_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike, layout
     image_dir = Path(image_dir)
     for row in df.to_dict("records"):
         file = _clean(row[m["file"]])
-        yield {
+        rec = {
             "id": _clean(row[m["id"]]), "path": str(image_dir / file) if file else str(image_dir),
             "lat": row[m["lat"]], "lon": row[m["lon"]], "source": source,
             **{k: _clean(row.get(m[k])) if k in m else "" for k in ("licence", "owner", "title")},
         }
+        if file and not inside(file):
+            rec["reject"] = ("outside_image_dir", f"{file!r} is not a path inside {image_dir}")
+        yield rec
+
+
+def inside(relative: str) -> bool:
+    """Whether a file name from a metadata table stays inside its image folder: relative, no `..` escape.
+
+    Lexical on purpose: image folders may be symlinks (DVC caches), which resolving would wrongly reject."""
+    if os.path.isabs(relative) or Path(relative).drive or relative.startswith(("/", "\\")):
+        return False
+    norm = os.path.normpath(relative.replace("\\", "/"))
+    return norm != ".." and not norm.startswith(".." + os.sep) and not norm.startswith("../")
 
 
 def _load_hf(name_or_path: str, split: str):
@@ -250,6 +257,8 @@ def ingest_hf(name_or_path: str, split: str = "train", id_col: str | None = "id"
                 rec["path"] = str(Path(image_dir) / rec["path"])
         else:
             rec["path"] = str(Path(image_dir or ".") / _clean(img))
+            if not inside(_clean(img)):
+                rec["reject"] = ("outside_image_dir", f"{_clean(img)!r} is not a path inside {image_dir or '.'}")
         yield rec
 
 
@@ -428,106 +437,9 @@ def records_to_dataset(records: Iterable[dict], cache_dir: str | os.PathLike, ma
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Splits
-
-OTHER = "__other__"
-
-
-def stratum_labels(codes: list[str], test_fraction: float) -> tuple[list[str], dict[str, Any]]:
-    """Stratification labels from country codes, pooling countries too rare to be stratified.
-
-    Countries with one photo are pooled into one `__other__` stratum (a stratified split needs >= 2 per stratum);
-    if that pool holds a single photo it joins the largest country. Then, while there are more strata than photos
-    on the smaller side of the split, the smallest strata join the pool too. Returns (labels, notes).
-    """
-    counts = Counter(codes)
-    singletons = sorted(c for c, n in counts.items() if n < 2)
-    label = {c: (OTHER if c in singletons else c) for c in counts}
-    n = len(codes)
-    n_test = math.ceil(test_fraction * n)
-    side = min(n_test, n - n_test)
-    merged: list[str] = []
-    while True:
-        sizes = Counter(label[c] for c in codes)
-        if sizes.get(OTHER, 0) == 1:  # a pool of one cannot be split either
-            largest = max((s for s in sizes if s != OTHER), key=lambda s: (sizes[s], s), default=None)
-            if largest is None:
-                break
-            for c, lab in label.items():
-                if lab == OTHER:
-                    label[c] = largest
-            continue
-        if len(sizes) <= max(side, 1):
-            break
-        smallest = min((s for s in sizes if s != OTHER), key=lambda s: (sizes[s], s), default=None)
-        if smallest is None:
-            break
-        merged.append(smallest)
-        for c, lab in label.items():
-            if lab == smallest:
-                label[c] = OTHER
-    notes = {"singleton_countries": singletons, "pooled_for_size": merged,
-             "strata": len({label[c] for c in codes})}
-    return [label[c] for c in codes], notes
-
-
-def holdout_mask(ds: Dataset, countries: Iterable[str] = (), continents: Iterable[str] = ()) -> list[bool]:
-    """True for rows in a held-out country (ISO code or name) or continent (name or code), case-insensitive."""
-    countries = {c.strip().lower() for c in countries}
-    continents = {c.strip().lower() for c in continents}
-    cols = ds.select_columns(["country_code", "country", "continent"]).to_dict()
-    return [
-        cc.lower() in countries or cn.lower() in countries or ct.lower() in continents
-        for cc, cn, ct in zip(cols["country_code"], cols["country"], cols["continent"])
-    ]
-
-
-def split(ds: Dataset, test_fraction: float = 0.3, seed: int = 0, stratify: bool = True,
-          holdout_countries: Iterable[str] = (), holdout_continents: Iterable[str] = ()) -> DatasetDict:
-    """{train, test}: held-out regions go wholly to test; the rest is split by seed, stratified by country.
-
-    The same data, fraction and seed always give the same split. `test_fraction` applies to the rows outside the
-    held-out regions. See `stratum_labels` for how rare countries are stratified.
-    """
-    from datasets import ClassLabel, DatasetDict, concatenate_datasets
-
-    held = holdout_mask(ds, holdout_countries, holdout_continents)
-    rest = ds.select([i for i, h in enumerate(held) if not h])
-    held_out = ds.select([i for i, h in enumerate(held) if h])
-    if test_fraction == 0 or len(rest) < 2:
-        train, test = rest, rest.select([])
-    elif stratify:
-        labels, notes = stratum_labels(rest["country_code"], test_fraction)
-        log.info("stratified split: %s", notes)
-        names = sorted(set(labels))
-        rest = rest.add_column("_stratum", labels).cast_column("_stratum", ClassLabel(names=names))
-        parts = rest.train_test_split(test_size=test_fraction, seed=seed, stratify_by_column="_stratum")
-        train, test = (parts[k].remove_columns("_stratum") for k in ("train", "test"))
-    else:
-        parts = rest.train_test_split(test_size=test_fraction, seed=seed)
-        train, test = parts["train"], parts["test"]
-    if len(held_out):
-        test = concatenate_datasets([test, held_out])
-    return DatasetDict({"train": train, "test": test})
-
-
-def split_counts(dd: DatasetDict, by: str = "country") -> pd.DataFrame:
-    """Photos per `by` value (country, continent, ...) and split, with a total column, largest first."""
-    import pandas as pd
-
-    table = pd.DataFrame({name: pd.Series(d[by]).value_counts() for name, d in dd.items()}).fillna(0).astype(int)
-    table["total"] = table.sum(axis=1)
-    table.index.name = by
-    return table.sort_values(["total", by], ascending=[False, True]).reset_index()
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # The stage
 
-SOURCES = ("csv", "hf", "exif")
-
-
-def records_from_config(cfg: DataConfig) -> Iterator[dict]:
+def records_from_config(cfg: DataParams) -> Iterator[dict]:
     """The configured source's records (the first `max_images` of them when set)."""
     import itertools
 
@@ -547,27 +459,46 @@ def records_from_config(cfg: DataConfig) -> Iterator[dict]:
     return itertools.islice(records, cfg.max_images) if cfg.max_images else records
 
 
-def build_dataset(cfg: DataConfig) -> tuple[DatasetDict, pd.DataFrame]:
+def save_dataset(ds, out: str | os.PathLike, *, atomic: bool = True,
+                 before_rename: Callable[[Path], None] | None = None) -> Path:
+    """`save_to_disk` a Dataset or DatasetDict, working for empty splits too (datasets writes 0 shards for them,
+    which it cannot load back). Atomic by default: written to `<out>.partial` (where `before_rename` may add files)
+    and renamed into place, so a kill leaves the previous output or none, never half of one."""
+    from datasets import DatasetDict
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    target = out.with_name(out.name + ".partial") if atomic else out
+    shutil.rmtree(target, ignore_errors=True)
+    if isinstance(ds, DatasetDict):
+        ds.save_to_disk(str(target), num_shards={k: 1 for k, d in ds.items() if len(d) == 0})
+    else:
+        ds.save_to_disk(str(target), num_shards=1 if len(ds) == 0 else None)
+    if before_rename is not None:
+        before_rename(target)
+    if atomic:
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(target, out)
+    return out
+
+
+def build_dataset(cfg: DataParams) -> tuple[DatasetDict, pd.DataFrame]:
     """Ingest, validate, geocode and split; save the DatasetDict to `cfg.out` and the rejects to `cfg.rejects`.
 
-    The dataset is written to `<out>.partial` and renamed when complete, so an interrupted run leaves either the
-    previous dataset or none, never half of one; rerunning rebuilds it (the build is deterministic).
+    The build is deterministic, and atomic (`save_dataset`): an interrupted run leaves the previous dataset or none.
     Returns the saved DatasetDict (memory-mapped from `cfg.out`) and the rejects table.
     """
+    from globe.config import prepare_run
+
+    prepare_run(cfg.seed, cfg.offline)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="globe-data-", dir=out.parent) as tmp:
         ds, rejects = records_to_dataset(records_from_config(cfg), tmp, cfg.max_side, cfg.max_pixels,
                                          cfg.jpeg_quality)
         dd = split(ds, cfg.test_fraction, cfg.seed, cfg.stratify, cfg.holdout_countries, cfg.holdout_continents)
-        # An empty split (e.g. test_fraction 0) needs one explicit shard, or datasets cannot load it back.
-        dd.save_to_disk(str(partial), num_shards={k: 1 for k, d in dd.items() if len(d) == 0})
+        save_dataset(dd, out)
         del ds, dd  # release the memory-mapped temporary files before the folder goes
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
     if cfg.rejects:
         Path(cfg.rejects).parent.mkdir(parents=True, exist_ok=True)
         rejects.to_csv(cfg.rejects, index=False)
@@ -594,9 +525,11 @@ def write_summaries(dd: DatasetDict, rejects: pd.DataFrame, summary_dir: str | o
 
 
 def open_saved(path: str | os.PathLike):
-    """`datasets.load_from_disk`, read-only: later `.map` / `.filter` / splits cache to a temporary directory instead of
-    writing cache-*.arrow files beside the saved dataset, which is a finished DVC output and must not change."""
+    """A dataset (or DatasetDict) saved with `save_to_disk`, memory-mapped. Stages call
+    `globe.config.prepare_run` first, which keeps `datasets` from writing cache files beside a finished output."""
     import datasets
 
-    datasets.disable_caching()
-    return datasets.load_from_disk(str(path))
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no saved dataset at {p}")
+    return datasets.load_from_disk(str(p))

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from globe.geo.metrics import THRESHOLD_NAMES, THRESHOLDS_KM
+
 log = logging.getLogger(__name__)
 
-THRESHOLDS_KM = (1, 25, 200, 750, 2500)
-THRESHOLD_NAMES = {1: "Street", 25: "City", 200: "Region", 750: "Country", 2500: "Continent"}
 NATURAL_EARTH = Path(__file__).parent / "assets" / "naturalearth" / "naturalearth_lowres.shp"
 DPI = 150
 

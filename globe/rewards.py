@@ -75,7 +75,7 @@ def _named(fn: Callable, name: str, required: tuple[str, ...] = ()) -> Callable:
 # ----------------------------------------------------------------------------------------------------------------
 # The anti-hedging rule
 
-_SPLIT = re.compile(r"\s*(?:[,/;|&+]|\b(?:or|and|nor|vs|versus|either)\b\.?)\s*", re.I)
+_HEDGE = re.compile(r"\s*(?:[,/;|&+]|\b(?:or|and|nor|vs|versus|either)\b\.?)\s*", re.I)
 _LABEL = re.compile(r"\b(?:country|city)\s*[:：]", re.I)
 _LETTER = re.compile(r"[^\W\d_]")
 
@@ -99,7 +99,7 @@ def _city_with_region(value: str) -> bool:
     if len(parts) < 2 or not all(parts):
         return False
     head, tails = parts[0], parts[1:]
-    if _SPLIT.search(head) and not _is_single_place(head, "city"):
+    if _HEDGE.search(head) and not _is_single_place(head, "city"):
         return False
     res = geo.geocode(value)
     if res.level != "city" or not geo.same_city(head, res, country=res.country_code):
@@ -133,7 +133,7 @@ def field_value(value: str | None, kind: str) -> str | None:
         return None
     if _looks_like_coordinates(value):
         return None  # the task asks for place names; the geocoder would otherwise read coordinates as a place
-    if not _SPLIT.search(value) or _is_single_place(value, kind):
+    if not _HEDGE.search(value) or _is_single_place(value, kind):
         return value
     if kind == "city" and _city_with_region(value):
         return value
@@ -520,3 +520,16 @@ def get_reward_funcs(spec=None, scorer=None) -> list[RewardFunc]:
 def get_reward_weights(spec=None) -> list[float]:
     """The weights for `get_reward_funcs(spec)`, in the same order (GRPOConfig's `reward_weights`)."""
     return [w for _, w, _ in _entries(DEFAULT_WEIGHTS if spec is None else spec)]
+
+
+class _UnusedScorer:
+    """Stands in for the reward model while a spec is only checked (never asked to score)."""
+
+    def score(self, images, reasonings):  # pragma: no cover - never called
+        raise RuntimeError("a checked reward spec must not score")
+
+
+def check_reward_spec(spec) -> list[str]:
+    """The reward names a spec gives, after checking it the way `get_reward_funcs` would (unknown names, options a
+    factory does not take, duplicate names), without loading a reward model: params are validated in milliseconds."""
+    return [f.__name__ for f in get_reward_funcs(spec, scorer=_UnusedScorer())]

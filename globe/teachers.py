@@ -10,8 +10,8 @@ interface; `params.yaml` picks the backends with `make_teacher(cfg)`:
               error budget that stops the run. The API key is read from the environment variable the params NAME
               (`api_key_env`); it never appears in params, logs, caches or exception messages.
 - `vllm`      the vLLM offline engine in this process (GPU machines with vllm installed).
-- `reference` a deterministic offline STAND-IN for a strong teacher (see `ReferenceTeacher`): it writes its trace from
-              the photo's metadata and the true location. It exists only so the default (smoke) profile, whose tiny
+- `oracle`    a deterministic offline STAND-IN for a strong teacher (see `OracleTeacher`): it copies the photo's
+              labels (true place, caption) into its trace and answers with the true location. It exists only so the default (smoke) profile, whose tiny
               random VLM writes noise that every filter rightly rejects, has data to train on downstream. The paper
               profile never uses it.
 
@@ -54,7 +54,7 @@ class Sampling:
 
 @dataclass
 class Request:
-    """One question about one photo. `meta` carries the sample's columns (only the reference teacher reads them)."""
+    """One question about one photo. `meta` carries the sample's columns (only the oracle teacher reads them)."""
 
     id: str
     image: Any  # PIL.Image
@@ -92,9 +92,14 @@ class Teacher:
     name: str = "teacher"
     sampling: Sampling = Sampling()
     needs_image: bool = True  # False: the caller may send requests without decoding the photo
+    is_oracle: bool = False  # True: answers from the labels, not from the photo (shown wherever its output is)
 
     def complete(self, requests: Sequence[Request]) -> list[Response]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def identity(self) -> dict:
+        """What makes this teacher's answers what they are, beyond its name and sampling (part of the cache key)."""
+        return {"backend": type(self).__name__}
 
     def close(self) -> None:
         """Free what the backend holds (models, engines)."""
@@ -134,6 +139,13 @@ class LocalTeacher(Teacher):
         self.batch_size, self.dtype, self.device, self.sampling = int(batch_size), dtype, device, sampling
         self.max_image_side = max_image_side  # downscale first: preprocessing a large photo costs more than a tiny model
         self._model = self._processor = None
+
+    def identity(self) -> dict:
+        from globe.cache import files_digest
+
+        return {"backend": "local", "model": self.model_path, "model_digest": files_digest(self.model_path),
+                "adapter": self.adapter, "adapter_digest": files_digest(self.adapter),
+                "max_image_side": self.max_image_side}
 
     def _load(self):
         if self._model is None:
@@ -198,6 +210,10 @@ class OpenAITeacher(Teacher):
         self.max_image_side, self.extra_body, self.sampling = max_image_side, dict(extra_body or {}), sampling
         self.n_requests = self.n_failed = self.n_retries = 0
         self._rng = random.Random(0)
+
+    def identity(self) -> dict:
+        return {"backend": "openai", "model": self.model, "base_url": self.base_url,
+                "max_image_side": self.max_image_side, "extra_body": self.extra_body}
 
     def _redact(self, text: str) -> str:
         """Remove the key from anything that may be shown (a server may echo headers back in an error body)."""
@@ -337,6 +353,12 @@ class VLLMTeacher(Teacher):
                                limit_mm_per_prompt={"image": 1})
         self._llm = None
 
+    def identity(self) -> dict:
+        from globe.cache import files_digest
+
+        return {"backend": "vllm", "model": self.model, "model_digest": files_digest(self.model),
+                "max_image_side": self.max_image_side}
+
     def complete(self, requests: Sequence[Request]) -> list[Response]:
         from vllm import LLM, SamplingParams
 
@@ -367,9 +389,9 @@ class VLLMTeacher(Teacher):
         self._llm = None
 
 
-# ------------------------------------------------------------------------------------------------------- reference
+# ---------------------------------------------------------------------------------------------------------- oracle
 
-# Words in a title that suggest a recognisable, nameable place (the reference teacher's localizability heuristic).
+# Words in a title that suggest a recognisable, nameable place (the oracle teacher's localizability heuristic).
 LANDMARK_WORDS = (
     "abbey", "basilica", "beach", "bridge", "castle", "cathedral", "church", "harbour", "harbor", "lake", "monument",
     "mosque", "mount", "mountain", "museum", "palace", "park", "plaza", "river", "square", "station", "statue",
@@ -379,7 +401,7 @@ LANDMARK_WORDS = (
 _NOT_DESCRIPTIVE = {"image", "img", "dsc", "dscn", "cimg", "photo", "picture", "pic", "untitled", "jpg", "jpeg", "www", "com"}
 
 
-class ReferenceTeacher(Teacher):
+class OracleTeacher(Teacher):
     """A deterministic offline STAND-IN for a strong teacher. NOT a model, and not what the paper does.
 
     It answers from the sample's metadata (`Request.meta`: title, country, admin1, city, lat/lon), so its answers are
@@ -400,13 +422,20 @@ class ReferenceTeacher(Teacher):
     endpoint instead.
     """
 
-    def __init__(self, name: str = "reference", vocabulary: Sequence[str] | None = None, n_clues: int = 3,
+    is_oracle = True
+
+    def __init__(self, name: str = "oracle", vocabulary: Sequence[str] | None = None, n_clues: int = 3,
                  sampling: Sampling = Sampling()):
         from globe.vocabulary import CLUE_VOCABULARY
 
         self.name, self.sampling, self.n_clues = name, sampling, int(n_clues)
         self.needs_image = False  # it reads the metadata only
         self.vocabulary = list(vocabulary or CLUE_VOCABULARY)
+
+    def identity(self) -> dict:
+        from globe.cache import cache_key
+
+        return {"backend": "oracle", "vocabulary": cache_key(self.vocabulary), "n_clues": self.n_clues}
 
     def _clues(self, rid: str, title: str) -> list[str]:
         from globe.vocabulary import find_clues
@@ -468,7 +497,7 @@ class ReferenceTeacher(Teacher):
                 text = f"localizable: {'yes' if s >= 0.5 else 'no'}\nscore: {s:.2f}"
             else:
                 text = self._reasoning(r)
-            out.append(Response(text=text, meta={"backend": "reference"}))
+            out.append(Response(text=text, meta={"backend": "oracle"}))
         return out
 
 
@@ -478,7 +507,7 @@ TEACHERS: dict[str, type[Teacher]] = {
     "local": LocalTeacher,
     "openai": OpenAITeacher,
     "vllm": VLLMTeacher,
-    "reference": ReferenceTeacher,
+    "oracle": OracleTeacher,
 }
 
 _SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_p", "seed")

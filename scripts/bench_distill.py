@@ -29,7 +29,7 @@ def main() -> None:
     import torch
 
     from globe.config import enter_project_root, offline_hub, stage_params
-    from globe.data import DataConfig, build_dataset
+    from globe.data import DataParams, build_dataset
     from globe.distill import run_distillation
     from globe.tiny import build_tiny_vlm
 
@@ -38,7 +38,7 @@ def main() -> None:
     work = Path(args.work)
     src = Path(args.images_dir)
     t0 = time.perf_counter()
-    dd, rejects = build_dataset(DataConfig(
+    dd, rejects = build_dataset(DataParams(
         source="csv", csv=str(src / "images.csv"), image_dir=str(src / "images"), layout="im2gps3k",
         max_images=args.max_images, test_fraction=0.3, stratify=False, out=str(work / "dataset"), rejects=None,
         summary_dir=None,
@@ -50,12 +50,12 @@ def main() -> None:
 
     cfg = stage_params("02_distill")
     cfg.update(dataset=str(work / "dataset"), out=str(work / "mp16_reason"), cache=str(work / "cache.jsonl"),
-               results=str(work / "results"), detector=str(work / "tiny-owlvit"), build_detector=True,
-               batch_size=args.batch_size, localizability_out=None)
+               results=str(work / "results"), detector=str(work / "tiny-owlvit"), build_tiny_models=True,
+               batch_size=args.batch_size)
     cfg["teachers"] = [
         {"name": "tiny-local", "backend": "local", "model": str(model), "batch_size": args.batch_size,
          "max_image_side": 112, "max_new_tokens": args.max_new_tokens},
-        {"name": "reference", "backend": "reference"},
+        {"name": "oracle", "backend": "oracle"},
     ]
     for f in (work / "cache.jsonl",):
         f.unlink(missing_ok=True)  # a cold run: every request is asked
@@ -75,10 +75,10 @@ def main() -> None:
         "ingest": {"rows_in": n_images + len(rejects), "kept": n_images, "rejects": rejects["reason"].value_counts().to_dict(),
                    "seconds": round(ingest_s, 2)},
         "teachers": {"tiny-local": {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "max_image_side": 112}},
-        "teacher_seconds": res.stats["query"]["seconds"],
-        "tiny_local_images_per_second": round(n_images / res.stats["query"]["seconds"]["tiny-local"], 3),
+        "teacher_seconds": res.seconds["teachers"],
+        "tiny_local_images_per_second": round(n_images / res.seconds["teachers"]["tiny-local"], 3),
         "requests": res.stats["query"]["asked"],
-        "seconds": res.stats["seconds"], "total_seconds": round(total_s, 2),
+        "seconds": {k: v for k, v in res.seconds.items() if k != "teachers"}, "total_seconds": round(total_s, 2),
         "unparsed": {"localizability": res.stats["unparsed_localizability"], "answer": res.stats["unparsed_answer"]},
         "rejected_by_filter": rejected,
         "dataset_sizes": res.stats["sizes"],

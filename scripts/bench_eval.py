@@ -47,7 +47,7 @@ def main() -> None:
     if args.fresh:
         shutil.rmtree(args.out, ignore_errors=True)
     baselines = list(ev.BASELINES) if Path(args.baseline_train).is_file() else []
-    cfg = ev.EvalConfig.from_params(dict(
+    cfg = ev.EvalParams.from_params(dict(
         out=args.out, run_benchmarks=["im2gps3k"], base_model=args.model,
         benchmarks={"im2gps3k": {"csv": args.csv, "image_dir": args.image_dir}},
         models=[{"name": (f"tiny-{Path(args.adapter).name}" if args.adapter else "tiny-base-" + args.prompt)

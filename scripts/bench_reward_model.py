@@ -87,8 +87,8 @@ def main() -> None:
     metrics = rm.train_reward_model({"labels": str(tmp / "labels"), "base_model": model, "out": str(tmp / "adapter"),
                                      "metrics": str(tmp / "metrics.json"), "steps": args.steps, "batch_size": 4})
     result["train"] = {"steps": args.steps, "batch_size": 4, "rows": 32, "total_s": round(time.perf_counter() - t, 2),
-                       "trainer_s": metrics["train"]["seconds"],
-                       "s_per_step": round(metrics["train"]["seconds"] / args.steps, 3)}
+                       "trainer_s": metrics["timing"]["train_seconds"],
+                       "s_per_step": round(metrics["timing"]["train_seconds"] / args.steps, 3)}
 
     shutil.rmtree(tmp, ignore_errors=True)
     out = Path(args.out)

@@ -14,7 +14,9 @@ import pytest
 from PIL import ExifTags, Image
 
 from globe import data
-from globe.data import DataConfig, build_dataset
+from globe import splits
+from globe.config import ParamsError
+from globe.data import DataParams, build_dataset
 from globe.images import ImageRejected, load_image, to_rgb
 
 # Real places (so the reverse geocoder has something to say) for generated photos.
@@ -59,7 +61,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
 
 
 def _build(tmp_path: Path, **params) -> tuple:
-    cfg = DataConfig.from_params({"out": str(tmp_path / "out" / "ds"), "rejects": str(tmp_path / "rejects.csv"),
+    cfg = DataParams.from_params({"out": str(tmp_path / "out" / "ds"), "rejects": str(tmp_path / "rejects.csv"),
                                   "test_fraction": 0.0, **params})
     return build_dataset(cfg)
 
@@ -203,7 +205,7 @@ def test_good_coordinates_pass():
     assert data.check_coordinates(0.0, 12.5) == (0.0, 12.5)  # on the equator, not the placeholder
 
 
-def _every_reason_fixture(tmp_path: Path) -> tuple[DataConfig, dict[str, str]]:
+def _every_reason_fixture(tmp_path: Path) -> tuple[DataParams, dict[str, str]]:
     """A CSV source + image folder where each row triggers one reject reason (and two rows are good)."""
     img = tmp_path / "images"
     _jpeg(img / "good1.jpg")
@@ -226,7 +228,7 @@ def _every_reason_fixture(tmp_path: Path) -> tuple[DataConfig, dict[str, str]]:
         ["huge", "huge.jpg", lat, lon],              # too_large
     ]
     csv_path = _write_csv(tmp_path / "meta.csv", ["id", "file", "lat", "lon"], rows)
-    cfg = DataConfig.from_params({
+    cfg = DataParams.from_params({
         "csv": str(csv_path), "image_dir": str(img), "layout": "auto", "id_col": "id", "lat_col": "lat",
         "lon_col": "lon", "max_pixels": 100_000, "test_fraction": 0.0,
         "out": str(tmp_path / "ds"), "rejects": str(tmp_path / "rejects.csv"),
@@ -262,10 +264,27 @@ def test_all_rows_rejected_still_reports(tmp_path):
     assert sorted(rejects["reason"]) == ["missing_file", "null_island"]
 
 
+def test_paths_outside_the_image_folder_are_refused_unopened(tmp_path):
+    """A CSV naming an absolute path or a ../ escape gets its own reject reason; the file is never opened."""
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (10, 120, 200)).save(images / "ok.jpg")
+    secret = tmp_path / "secret.jpg"
+    Image.new("RGB", (40, 30)).save(secret)
+    rows = [["ok", "ok.jpg", 48.85, 2.35], ["abs", str(secret), 48.85, 2.35], ["up", "../secret.jpg", 48.85, 2.35],
+            ["deep", "sub/../../secret.jpg", 48.85, 2.35], ["passwd", "../../etc/passwd", 48.85, 2.35],
+            ["inner", "sub/../ok.jpg", 48.85, 2.35]]
+    csv_path = _write_csv(tmp_path / "m.csv", ["id", "file", "lat", "lon"], rows)
+    dd, rejects = _build(tmp_path, csv=str(csv_path), image_dir=str(images), test_fraction=0.0)
+    assert sorted(dd["train"]["id"]) == ["inner", "ok"]
+    refused = rejects.set_index("id")["reason"].to_dict()
+    assert refused == {k: "outside_image_dir" for k in ("abs", "up", "deep", "passwd")}
+
+
 def test_reject_vocabulary_is_covered_by_tests():
     # Reasons exercised above (build + load_image + coordinates), in the EXIF test (no_gps) and by the mode test.
     covered = {"missing_id", "duplicate_id", "bad_coordinates", "null_island", "missing_file", "corrupt_image",
-               "truncated_image", "too_large", "no_gps", "unsupported_mode"}
+               "truncated_image", "too_large", "no_gps", "unsupported_mode", "outside_image_dir"}
     assert covered == set(data.REJECT_REASONS)
 
 
@@ -403,12 +422,12 @@ def test_config_from_params_rejects_unknown_keys_and_reads_params_yaml():
     from globe.config import load_params
 
     params = load_params()
-    cfg = DataConfig.from_params({**params["data"], "seed": params["common"]["seed"]})
+    cfg = DataParams.from_params({**params["data"], "seed": params["common"]["seed"]})
     assert cfg.max_side <= 512 and cfg.source == "csv"
-    with pytest.raises(KeyError, match="max_sidee"):
-        DataConfig.from_params({"max_sidee": 3})
+    with pytest.raises(ParamsError, match="max_sidee"):
+        DataParams.from_params({"max_sidee": 3})
     with pytest.raises(ValueError, match="source"):
-        DataConfig.from_params({"source": "ftp"})
+        DataParams.from_params({"source": "ftp"})
 
 
 def test_max_images_limits_rows(tmp_path, sample_dir):
@@ -437,9 +456,9 @@ CODES = ["US"] * 30 + ["FR"] * 10 + ["JP"] * 10 + ["BR"] * 5 + ["KE"] * 4 + ["NZ
 
 def test_split_deterministic_by_seed():
     ds = _toy_dataset(CODES)
-    a = data.split(ds, 0.3, seed=0)
-    b = data.split(ds, 0.3, seed=0)
-    c = data.split(ds, 0.3, seed=1)
+    a = splits.split(ds, 0.3, seed=0)
+    b = splits.split(ds, 0.3, seed=0)
+    c = splits.split(ds, 0.3, seed=1)
     assert a["test"]["id"] == b["test"]["id"] and a["train"]["id"] == b["train"]["id"]
     assert set(a["test"]["id"]) != set(c["test"]["id"])
     assert set(a["train"]["id"]) | set(a["test"]["id"]) == set(ds["id"])
@@ -448,46 +467,46 @@ def test_split_deterministic_by_seed():
 
 def test_split_stratified_by_country():
     ds = _toy_dataset(CODES)
-    dd = data.split(ds, 0.3, seed=3, stratify=True)
+    dd = splits.split(ds, 0.3, seed=3, stratify=True)
     test = pd.Series(dd["test"]["country_code"]).value_counts()
     for code, n in {"US": 30, "FR": 10, "JP": 10}.items():
         assert abs(test.get(code, 0) - 0.3 * n) <= 1, (code, test.get(code, 0))
     # the unstratified split of this seed is further from the proportions somewhere
-    plain = pd.Series(data.split(ds, 0.3, seed=3, stratify=False)["test"]["country_code"]).value_counts()
-    assert len(dd["test"]) == len(data.split(ds, 0.3, seed=3, stratify=False)["test"])
+    plain = pd.Series(splits.split(ds, 0.3, seed=3, stratify=False)["test"]["country_code"]).value_counts()
+    assert len(dd["test"]) == len(splits.split(ds, 0.3, seed=3, stratify=False)["test"])
     assert plain.to_dict() != test.to_dict()
 
 
 def test_stratum_labels_pool_singletons():
-    labels, notes = data.stratum_labels(CODES, 0.3)
+    labels, notes = splits.stratum_labels(CODES, 0.3)
     assert notes["singleton_countries"] == ["CL", "IS", "NZ"]
-    pooled = {c for c, lab in zip(CODES, labels) if lab == data.OTHER}
+    pooled = {c for c, lab in zip(CODES, labels) if lab == splits.OTHER}
     assert pooled == {"CL", "IS", "NZ"}
     # a lone singleton cannot form a stratum of its own: it joins the largest country
-    labels, notes = data.stratum_labels(["US"] * 5 + ["FR"] * 3 + ["NZ"], 0.3)
+    labels, notes = splits.stratum_labels(["US"] * 5 + ["FR"] * 3 + ["NZ"], 0.3)
     assert labels[-1] == "US" and notes["strata"] == 2
     # more countries than test slots: the smallest are pooled until each stratum can appear on both sides
     codes = [c for c in "ABCDEFGH" for _ in range(2)] + ["Z"] * 6
-    labels, notes = data.stratum_labels(codes, 0.2)
+    labels, notes = splits.stratum_labels(codes, 0.2)
     assert notes["strata"] <= math.ceil(0.2 * len(codes)) and notes["pooled_for_size"]
-    data.split(_toy_dataset(codes), 0.2, seed=0)  # and the split succeeds
+    splits.split(_toy_dataset(codes), 0.2, seed=0)  # and the split succeeds
 
 
 def test_split_holdout_regions():
     ds = _toy_dataset(CODES, continents={"JP": "Asia", "KE": "Africa"})
-    dd = data.split(ds, 0.3, seed=0, holdout_countries=["fr"], holdout_continents=["Africa"])
+    dd = splits.split(ds, 0.3, seed=0, holdout_countries=["fr"], holdout_continents=["Africa"])
     train = set(dd["train"]["country_code"])
     test = pd.Series(dd["test"]["country_code"]).value_counts()
     assert "FR" not in train and "KE" not in train
     assert test["FR"] == 10 and test["KE"] == 4
     assert len(dd["train"]) + len(dd["test"]) == len(ds)
-    by_name = data.split(ds, 0.3, seed=0, holdout_countries=["Country JP"])
+    by_name = splits.split(ds, 0.3, seed=0, holdout_countries=["Country JP"])
     assert "JP" not in by_name["train"]["country_code"]
 
 
 def test_split_counts_table():
-    dd = data.split(_toy_dataset(CODES), 0.3, seed=0)
-    t = data.split_counts(dd, "country_code")
+    dd = splits.split(_toy_dataset(CODES), 0.3, seed=0)
+    t = splits.split_counts(dd, "country_code")
     assert list(t.columns) == ["country_code", "train", "test", "total"]
     assert t["total"].sum() == len(CODES) and t.iloc[0]["country_code"] == "US"
 
@@ -529,7 +548,7 @@ def test_sample_size_and_images(sample_dir):
 
 
 def test_build_sample_end_to_end(tmp_path, sample_dir):
-    cfg = DataConfig.from_params({"csv": str(sample_dir / "metadata.csv"), "image_dir": str(sample_dir / "images"),
+    cfg = DataParams.from_params({"csv": str(sample_dir / "metadata.csv"), "image_dir": str(sample_dir / "images"),
                                   "max_side": 96, "test_fraction": 0.3, "out": str(tmp_path / "ds"),
                                   "rejects": str(tmp_path / "r.csv")})
     dd, rejects = build_dataset(cfg)

@@ -14,24 +14,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from globe.distill import (
-    FILTERS,
-    ResponseCache,
-    apply_filters,
-    cache_key,
-    filter_agreement,
-    filter_clues,
-    filter_ground_truth,
-    filter_localizability,
-    funnel_table,
-    query_teachers,
-    run_distillation,
-)
 from globe.answer import parse_completion
+from globe.cache import JsonlCache
+from globe.distill import FILTERS, DistillParams, answer_key, apply_filters, query_teachers, run_distillation
+from globe.distill.filters import filter_agreement, filter_clues, filter_ground_truth, filter_localizability
+from globe.distill.outputs import funnel_table
+from globe.prompts import format_target
+from globe.teachers import OracleTeacher, Sampling
 from globe.tiny import build_tiny_detector
 from globe.vocabulary import extract_entities
-from globe.prompts import format_target
-from globe.teachers import ReferenceTeacher, Sampling
 
 N_TRAIN, N_TEST = 6, 2
 
@@ -70,15 +61,16 @@ def tiny_detector(tmp_path_factory):
 KILL_SCRIPT = r"""
 import json, sys, time
 from datasets import load_from_disk
-from globe.distill import ResponseCache, query_teachers
-from globe.teachers import ReferenceTeacher
+from globe.cache import JsonlCache
+from globe.distill import query_teachers
+from globe.teachers import OracleTeacher
 
-class Slow(ReferenceTeacher):
+class Slow(OracleTeacher):
     def complete(self, requests):
         time.sleep(0.15 * len(requests))
         return super().complete(requests)
 
-cache = ResponseCache(sys.argv[2])
+cache = JsonlCache(sys.argv[2])
 stats = query_teachers([Slow(name="slow")], dict(load_from_disk(sys.argv[1])), cache, batch_size=2)
 print(json.dumps({"asked": stats["asked"]["slow"], "report": cache.report()}))
 """
@@ -113,7 +105,8 @@ def test_killed_run_resumes_without_loss_or_duplicates(sample_dataset, tmp_path)
     assert len(keys) == len(set(keys)) == total  # every key exactly once
     from datasets import load_from_disk
 
-    expected = {cache_key(i, "slow", kind, Sampling()) for split in load_from_disk(str(sample_dataset)).values()
+    slow = OracleTeacher(name="slow")  # the subprocess's teacher: same name, identity and sampling
+    expected = {answer_key(i, slow, kind) for split in load_from_disk(str(sample_dataset)).values()
                 for i in split["id"] for kind in ("reasoning", "localizability")}
     assert set(keys) == expected
 
@@ -124,46 +117,48 @@ def test_answers_completed_before_the_error_budget_stops_are_kept(sample_dataset
 
     from globe.teachers import ErrorBudgetExceeded, Response
 
-    class Failing(ReferenceTeacher):
+    class Failing(OracleTeacher):
         def complete(self, requests):
             ok = super().complete(requests)
             err = ErrorBudgetExceeded("budget")
             err.responses = [ok[0], Response(text="", error="HTTP 500"), None] + [None] * (len(requests) - 3)
             raise err
 
-    cache = ResponseCache(tmp_path / "c.jsonl")
+    cache = JsonlCache(tmp_path / "c.jsonl")
     with pytest.raises(ErrorBudgetExceeded):
         query_teachers([Failing(name="f")], dict(load_from_disk(str(sample_dataset))), cache, batch_size=4)
-    assert len(cache) == 1 and len(ResponseCache(tmp_path / "c.jsonl")) == 1  # the one answer that completed
+    assert len(cache) == 1 and len(JsonlCache(tmp_path / "c.jsonl")) == 1  # the one answer that completed
 
 
-def test_cache_skips_corrupt_and_duplicate_lines(tmp_path, caplog):
-    path = tmp_path / "c.jsonl"
-    good = {"key": "k1", "text": "a"}
-    path.write_text(json.dumps(good) + "\nnot json\n" + json.dumps({**good, "text": "b"}) + "\n")
-    cache = ResponseCache(path)
-    assert cache.report() == {"records": 1, "torn_bytes": 0, "corrupt_lines": 1, "duplicates": 1}
-    assert cache.get("k1")["text"] == "a" and "unreadable" in caplog.text
-    cache.append([{"key": "k2", "text": "c"}])
-    assert ResponseCache(path).get("k2")["text"] == "c"
-
-
-def test_cache_key_covers_prompt_version_and_sampling():
-    base = cache_key("img", "t", "reasoning", Sampling())
-    assert base == cache_key("img", "t", "reasoning", Sampling())
-    others = [cache_key("img2", "t", "reasoning", Sampling()), cache_key("img", "u", "reasoning", Sampling()),
-              cache_key("img", "t", "localizability", Sampling()), cache_key("img", "t", "reasoning", Sampling(temperature=1.0)),
-              cache_key("img", "t", "reasoning", Sampling(), prompt_version="globe-v0")]
-    assert base not in others and len(set(others)) == len(others)
-
-
-def test_cache_key_covers_the_prompt_text(monkeypatch):
-    """An edited prompt is asked again even when PROMPT_VERSION was not bumped."""
+def test_answer_key_covers_everything_that_changes_an_answer(monkeypatch, tmp_path):
+    """Each input that changes what a cached teacher answer means changes its key (and nothing else does)."""
     from globe import prompts
+    from globe.teachers import LocalTeacher
 
-    base = cache_key("img", "t", "reasoning", Sampling())
-    monkeypatch.setattr(prompts, "REASONING_PROMPT", prompts.REASONING_PROMPT + " Be brief.")
-    assert cache_key("img", "t", "reasoning", Sampling()) != base
+    base = answer_key("img", OracleTeacher(name="t"), "reasoning")
+    assert base == answer_key("img", OracleTeacher(name="t"), "reasoning")
+    others = [
+        answer_key("img2", OracleTeacher(name="t"), "reasoning"),  # the photo
+        answer_key("img", OracleTeacher(name="u"), "reasoning"),  # the teacher's name
+        answer_key("img", OracleTeacher(name="t"), "localizability"),  # the prompt kind
+        answer_key("img", OracleTeacher(name="t", sampling=Sampling(temperature=1.0)), "reasoning"),  # sampling
+        answer_key("img", OracleTeacher(name="t", sampling=Sampling(max_new_tokens=9)), "reasoning"),
+        answer_key("img", OracleTeacher(name="t", sampling=Sampling(seed=3)), "reasoning"),
+        answer_key("img", OracleTeacher(name="t"), "reasoning", prompt_version="globe-v0"),  # the prompt version
+        answer_key("img", OracleTeacher(name="t", n_clues=2), "reasoning"),  # the teacher's identity
+        answer_key("img", OracleTeacher(name="t", vocabulary=["tree"]), "reasoning"),
+    ]
+    assert base not in others and len(set(others)) == len(others)
+    monkeypatch.setattr(prompts, "REASONING_PROMPT", prompts.REASONING_PROMPT + " Be brief.")  # the prompt text
+    assert answer_key("img", OracleTeacher(name="t"), "reasoning") != base
+    # A local teacher's model files and image budget are part of its identity: retrained weights are not reused.
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"one")
+    a = answer_key("img", LocalTeacher("l", str(model), max_image_side=112), "reasoning")
+    assert a != answer_key("img", LocalTeacher("l", str(model), max_image_side=224), "reasoning")
+    (model / "model.safetensors").write_bytes(b"two")
+    assert a != answer_key("img", LocalTeacher("l", str(model), max_image_side=112), "reasoning")
 
 
 # ------------------------------------------------------------------------------------------------------ filters
@@ -193,20 +188,21 @@ def test_localizability_filter_thresholds():
     df = pd.DataFrame([cand(id="at", loc_score=0.5), cand(id="above", loc_score=0.9), cand(id="below", loc_score=0.49),
                        cand(id="no", loc_label=False, loc_score=0.9), cand(id="none", loc_label=None, loc_score=None),
                        cand(id="noscore", loc_score=None)])
-    assert ids(filter_localizability(df, {"min_localizability": 0.5})) == ["above/t1", "at/t1"]
-    assert ids(filter_localizability(df, {"min_localizability": 0.95})) == []
+    assert ids(filter_localizability(df, DistillParams(min_localizability=0.5))) == ["above/t1", "at/t1"]
+    assert ids(filter_localizability(df, DistillParams(min_localizability=0.95))) == []
 
 
 def test_ground_truth_filter_rules():
     df = pd.DataFrame([cand(id="exact"), cand(id="alias", pred_country="FR", pred_city="paris"),
                        cand(id="wrong_country", pred_country="Belgium"), cand(id="wrong_city", pred_city="Lyon"),
                        cand(id="near", pred_city="Boulogne-Billancourt"), cand(id="none", pred_city=None)])
-    assert ids(filter_ground_truth(df, {"match": "globe"})) == ["alias/t1", "exact/t1"]
-    # `normalized`: cities within city_km of each other count (Boulogne-Billancourt is ~8 km from Paris).
-    assert ids(filter_ground_truth(df, {"match": "normalized", "city_km": 25})) == ["alias/t1", "exact/t1", "near/t1"]
-    assert ids(filter_ground_truth(df, {"match": "normalized", "city_km": 1})) == ["alias/t1", "exact/t1"]
-    with pytest.raises(ValueError, match="match"):
-        filter_ground_truth(df, {"match": "fuzzy"})
+    assert ids(filter_ground_truth(df, DistillParams(city_rule="string"))) == ["alias/t1", "exact/t1"]
+    # `gazetteer`: cities within city_km of each other count (Boulogne-Billancourt is ~8 km from Paris).
+    assert ids(filter_ground_truth(df, DistillParams(city_rule="gazetteer", city_km=25))) == [
+        "alias/t1", "exact/t1", "near/t1"]
+    assert ids(filter_ground_truth(df, DistillParams(city_rule="gazetteer", city_km=1))) == ["alias/t1", "exact/t1"]
+    with pytest.raises(ValueError, match="city_rule"):
+        filter_ground_truth(df, DistillParams(city_rule="fuzzy"))
 
 
 def test_agreement_filter_counts_teachers_and_checks_consistency():
@@ -217,11 +213,12 @@ def test_agreement_filter_counts_teachers_and_checks_consistency():
         cand(id="d", teacher="t1", think="The signs are in Italian; this is Italy.", pred_country="France"),
         cand(id="e", teacher="t1", completion="<think>x</think> country: France"),
     ])
-    one = filter_agreement(df, {"min_agreeing_teachers": 1, "agreement_km": 50})
+    one = filter_agreement(df, DistillParams(min_agreeing_teachers=1, agreement_km=50))
     assert ids(one) == ["a/t1", "a/t2", "b/t1", "b/t2", "c/t1"]  # d contradicts itself, e is malformed
-    two = filter_agreement(df, {"min_agreeing_teachers": 2, "agreement_km": 50})
+    two = filter_agreement(df, DistillParams(min_agreeing_teachers=2, agreement_km=50))
     assert ids(two) == ["a/t1", "a/t2"]  # Marseille is 660 km from Paris; c has a single teacher
-    assert ids(filter_agreement(df, {"min_agreeing_teachers": 2, "agreement_km": 1000})) == ["a/t1", "a/t2", "b/t1", "b/t2"]
+    assert ids(filter_agreement(df, DistillParams(min_agreeing_teachers=2, agreement_km=1000))) == [
+        "a/t1", "a/t2", "b/t1", "b/t2"]
 
 
 class StubDetector:
@@ -243,12 +240,15 @@ def test_clue_filter_thresholds():
     df = pd.DataFrame([cand(id="a", think="Clues: building, tree. A road."), cand(id="b", think="Clues: tree."),
                        cand(id="c", think="Nothing to see.", pred_country="France")])
     det = StubDetector({"building": 0.9, "tree": 0.3, "road": 0.6})
-    cfg = {"_detector": det, "detector_threshold": 0.5, "min_verified_share": 0.6}
-    out = filter_clues(df, cfg, images=lambda s, r: img)
+    from dataclasses import replace
+
+    cfg = DistillParams(detector_threshold=0.5, min_verified_share=0.6)
+    out = filter_clues(df, cfg, images=lambda s, r: img, detector=det)
     assert ids(out) == ["a/t1"] and out.iloc[0]["entities"] == ["building", "road"]  # 2 of 3 verified
     assert det.calls == 1  # one batched detector call
-    assert ids(filter_clues(df, {**cfg, "min_verified_share": 0.7}, images=lambda s, r: img)) == []
-    assert ids(filter_clues(df, {**cfg, "detector_threshold": 0.2}, images=lambda s, r: img)) == ["a/t1", "b/t1"]
+    assert ids(filter_clues(df, replace(cfg, min_verified_share=0.7), images=lambda s, r: img, detector=det)) == []
+    assert ids(filter_clues(df, replace(cfg, detector_threshold=0.2), images=lambda s, r: img, detector=det)) == [
+        "a/t1", "b/t1"]
 
 
 def test_extract_entities():
@@ -262,7 +262,7 @@ def test_extract_entities():
 def test_tiny_detector_runs_offline(tiny_detector):
     from PIL import Image
 
-    from globe.distill import load_detector, verify_entities
+    from globe.distill.filters import load_detector, verify_entities
 
     det = load_detector(str(tiny_detector), device=-1)
     img = Image.new("RGB", (40, 30), (10, 120, 30))
@@ -280,12 +280,12 @@ def test_run_distillation_end_to_end(sample_dataset, tiny_detector, tiny_vlm_dir
 
     cfg = {
         "seed": 0, "dataset": str(sample_dataset), "out": str(tmp_path / "mp16_reason"), "cache": str(tmp_path / "cache.jsonl"),
-        "results": str(tmp_path / "results"), "localizability_out": None, "splits": ["train", "test"], "max_images": None,
+        "results": str(tmp_path / "results"), "splits": ["train", "test"], "max_images": None,
         "batch_size": 4,
         "teachers": [{"name": "tiny", "backend": "local", "model": str(tiny_vlm_dir), "max_new_tokens": 4},
-                     {"name": "reference", "backend": "reference"}],
-        "filters": list(FILTERS), "min_localizability": 0.5, "match": "globe", "city_km": 25, "agreement_km": 100,
-        "min_agreeing_teachers": 1, "detector": str(tiny_detector), "build_detector": False, "detector_threshold": 0.0,
+                     {"name": "oracle", "backend": "oracle"}],
+        "filters": list(FILTERS), "min_localizability": 0.5, "city_rule": "string", "city_km": 25, "agreement_km": 100,
+        "min_agreeing_teachers": 1, "detector": str(tiny_detector), "build_tiny_models": False, "detector_threshold": 0.0,
         "min_verified_share": 0.5, "max_entities": 8, "clue_vocabulary": None, "keep": "best",
     }
     res = run_distillation(cfg, progress=False)
@@ -300,7 +300,7 @@ def test_run_distillation_end_to_end(sample_dataset, tiny_detector, tiny_vlm_dir
         assert all(d >= 0 for d in dropped) and all(a - d == b for a, b, d in zip(kept, kept[1:], dropped[1:]))
     final = f[f["stage"] == "clues"].set_index(["split", "teacher"])["kept"]
     assert final[("train", "tiny")] == 0  # a random model's noise never survives
-    assert final[("train", "reference")] > 0
+    assert final[("train", "oracle")] > 0
     assert {s: len(d) for s, d in res.dataset.items()} == {s: final[(s, "images")] for s in n}
 
     out = load_from_disk(cfg["out"])
@@ -311,17 +311,17 @@ def test_run_distillation_end_to_end(sample_dataset, tiny_detector, tiny_vlm_dir
     for row in out["train"]:
         p = parse_completion(row["answer"])
         assert p.format_ok and (p.country, p.city) == (row["country"], row["city"])
-        assert row["localizable"] and row["localizability"] >= 0.5 and row["entities"] and row["teacher"] == "reference"
+        assert row["localizable"] and row["localizability"] >= 0.5 and row["entities"] and row["teacher"] == "oracle"
         assert set(row["entities"]) <= set(extract_entities(row["reasoning"]))
     loc = load_from_disk(str(Path(cfg["out"]) / "localizability"))
     assert set(loc.column_names) == {"id", "image", "reasoning", "label", "score", "teacher"}
-    assert len(loc) == N_TRAIN and set(loc["teacher"]) == {"reference"}  # the tiny model's yes/no is unreadable
+    assert len(loc) == N_TRAIN and set(loc["teacher"]) == {"oracle"}  # the tiny model's yes/no is unreadable
     assert res.stats["unparsed_localizability"]["tiny"] == N_TRAIN + N_TEST
-    assert (Path(cfg["out"]) / "README.md").read_text().count("Stand-in teacher") == 1
+    assert (Path(cfg["out"]) / "README.md").read_text().count("Oracle teacher (oracle)") == 1
     saved = pd.read_csv(Path(cfg["results"]) / "funnel.csv")
     assert saved["kept"].tolist() == f["kept"].tolist()
     agree = pd.read_csv(Path(cfg["results"]) / "agreement.csv", index_col=0)
-    assert agree.loc["reference", "ground truth"] == 1.0 == agree.loc["ground truth", "ground truth"]
+    assert agree.loc["oracle", "ground truth"] == 1.0 == agree.loc["ground truth", "ground truth"]
     assert agree.loc["tiny", "ground truth"] == 0.0
 
     # A second run asks nothing (everything is cached) and writes the same dataset.

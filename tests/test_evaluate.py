@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 
 from globe import evaluate as ev
+from globe.config import ParamsError
 from globe.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cfg(tmp_path: Path, model_dir: Path | None = None, **over) -> ev.EvalConfig:
+def _cfg(tmp_path: Path, model_dir: Path | None = None, **over) -> ev.EvalParams:
     params = dict(
         out=str(tmp_path / "results"),
         run_benchmarks=["custom"],
@@ -36,7 +37,7 @@ def _cfg(tmp_path: Path, model_dir: Path | None = None, **over) -> ev.EvalConfig
         seed=0,
     )
     params.update(over)
-    return ev.EvalConfig.from_params(params)
+    return ev.EvalParams.from_params(params)
 
 
 @pytest.fixture()
@@ -90,8 +91,8 @@ def test_bad_coordinates_and_unknown_params_are_refused(tmp_path, bench_csv):
     df.to_csv(bench_csv, index=False)
     with pytest.raises(ValueError, match="invalid coordinates"):
         ev.load_benchmark("custom", _cfg(tmp_path))
-    with pytest.raises(KeyError, match="unknown eval parameter"):
-        ev.EvalConfig.from_params({"out": "x", "bogus": 1})
+    with pytest.raises(ParamsError, match="unknown eval parameter"):
+        ev.EvalParams.from_params({"out": "x", "bogus": 1})
     with pytest.raises(ValueError, match="duplicate names"):
         _cfg(tmp_path, baselines=["medoid", "medoid"])
 
@@ -99,22 +100,10 @@ def test_bad_coordinates_and_unknown_params_are_refused(tmp_path, bench_csv):
 # ---- resumable inference --------------------------------------------------------------------------------------------
 
 
-def test_cache_tolerates_torn_lines_and_never_duplicates(tmp_path):
-    path = tmp_path / "p.jsonl"
-    ev._append(path, [{"id": "a", "key": "k", "raw": "x"}])
-    with open(path, "a", encoding="utf-8") as f:
-        f.write('{"id": "b", "key": "k", "ra')  # what a kill mid-write leaves
-    ev._append(path, [{"id": "b", "key": "k", "raw": "y"}, {"id": "a", "key": "k", "raw": "again"},
-                      {"id": "c", "key": "other", "raw": "z"}])
-    records, counts = ev.read_cache(path, "k")
-    assert {i: r["raw"] for i, r in records.items()} == {"a": "x", "b": "y"}
-    assert counts == {"torn": 1, "stale": 1, "duplicate": 1}
-
-
 _RUN = textwrap.dedent("""
     import sys
     from globe import evaluate as ev
-    cfg = ev.EvalConfig.from_params(dict(
+    cfg = ev.EvalParams.from_params(dict(
         out=sys.argv[1], run_benchmarks=["custom"], baselines=[], batch_size=1, max_new_tokens=int(sys.argv[4]),
         benchmarks={"custom": {"csv": sys.argv[2], "image_dir": sys.argv[3]}},
         models=[{"name": "tiny", "model": sys.argv[5]}]))
@@ -145,7 +134,7 @@ def test_resume_after_sigkill(tmp_path, sample_dir, tiny_vlm_dir):
     assert 2 <= len(before) < len(meta)
 
     # The rerun (in this process, same settings) generates only what is missing.
-    cfg = ev.EvalConfig.from_params(dict(
+    cfg = ev.EvalParams.from_params(dict(
         out=str(out), run_benchmarks=["custom"], baselines=[], batch_size=1, max_new_tokens=24,
         benchmarks={"custom": {"csv": str(csv), "image_dir": str(sample_dir / "images")}},
         models=[{"name": "tiny", "model": str(tiny_vlm_dir)}]))
@@ -176,7 +165,10 @@ def test_unresolved_answers_are_counted_as_misses():
     m = ev.metrics_of(scored, seed=0, n_bootstrap=50)
     assert m["n"] == 4 and m["n_unresolved"] == 2 and m["n_image_errors"] == 1
     assert m["acc_25km"] == pytest.approx(0.25) and m["acc_750km"] == pytest.approx(0.5)
-    assert m["country_acc"] == pytest.approx(0.5) and m["city_acc"] == pytest.approx(0.25)
+    assert m["country_acc"] == pytest.approx(0.5) and m["city_name_acc"] == pytest.approx(0.25)
+    # The three city accuracies, one definition each: Osaka is the right country, the wrong city, 400 km off.
+    assert m["city_25km_acc"] == pytest.approx(0.25) and m["city_string_acc"] == pytest.approx(0.25)
+    assert list(scored["city_name_acc"]) == [True, False, False, False]
     assert list(scored["true_country_code"])[:1] == ["FR"] and scored.loc[0, "continent"]
 
 
@@ -199,7 +191,7 @@ def test_same_seed_gives_identical_metrics(tmp_path, bench_csv, tiny_vlm_dir, mo
            for k in range(2)]
     assert raw[0] == raw[1]
     # A rerun finds every completion cached and does not load the model.
-    monkeypatch.setattr(ev, "_generator", lambda *a, **k: pytest.fail("model loaded although all was cached"))
+    monkeypatch.setattr(ev.inference, "_generator", lambda *a, **k: pytest.fail("model loaded although all was cached"))
     again = _cfg(tmp_path / "run0", tiny_vlm_dir, temperature=1.0, top_p=0.9,
                  benchmarks={"custom": {"csv": str(bench_csv), "image_dir": str(ROOT / "data" / "sample" / "images")}},
                  baselines=["medoid", "top_city", "random_land"])
@@ -318,11 +310,32 @@ def test_missing_adapter_and_vllm_fail_clearly(tmp_path, bench_csv, tiny_vlm_dir
     assert not (tmp_path / "a.jsonl").exists() or (tmp_path / "a.jsonl").read_text() == ""
 
 
-def test_cache_key_changes_with_what_the_model_sees(tmp_path):
-    """Completions cached at one image size are not reused at another (the model saw other pixels)."""
-    base = _cfg(tmp_path)
-    key = ev.cache_key(base.models[0], base)
-    assert key == ev.cache_key(base.models[0], _cfg(tmp_path))
-    for over in ({"image_max_side": 256}, {"max_new_tokens": 9}, {"seed": 1}):
+def test_completion_key_changes_with_what_the_model_sees(tmp_path):
+    """A cached completion is reused only for the same image, model files, adapter files, prompt, image size, backend
+    and decoding."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    models = [{"name": "m", "model": str(model), "adapter": str(adapter), "prompt": "reasoning"}]
+    base = _cfg(tmp_path, models=models)
+    key = ev.completion_key(base.models[0], base, "img1")
+    assert key == ev.completion_key(base.models[0], _cfg(tmp_path, models=models), "img1")
+    assert ev.completion_key(base.models[0], base, "img2") != key
+    for over in ({"image_max_side": 256}, {"max_new_tokens": 9}, {"seed": 1}, {"temperature": 0.5}, {"top_p": 0.5},
+                 {"backend": "unsloth"}, {"models": [{**models[0], "prompt": "direct"}]},
+                 {"models": [{**models[0], "adapter": None}]}):
         other = _cfg(tmp_path, **over)
-        assert ev.cache_key(other.models[0], other) != key, over
+        assert ev.completion_key(other.models[0], other, "img1") != key, over
+    (adapter / "adapter_model.safetensors").write_bytes(b"retrained")  # same path, new weights: not the old answers
+    assert ev.completion_key(base.models[0], base, "img1") != key
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    (model / "model.safetensors").write_bytes(b"other weights")
+    assert ev.completion_key(base.models[0], base, "img1") != key
+
+
+def test_a_mistyped_prompt_name_is_an_error(tmp_path):
+    with pytest.raises(ParamsError, match="unknown prompt 'resoning'"):
+        _cfg(tmp_path, models=[{"name": "m", "prompt": "resoning"}])

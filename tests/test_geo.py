@@ -227,7 +227,7 @@ def test_geo_metrics_values():
     assert m["median_km"] == 500
     assert m["mean_km"] == pytest.approx((0.5 + 10 + 100 + 500 + 2000 + 5000 + geo.MAX_DISTANCE_KM) / 7)
     assert m["geoscore"] == pytest.approx(np.mean(np.r_[5000 * np.exp(-d[:6] / 1492.7), 0.0]))
-    assert m["country_acc"] == pytest.approx(3 / 7) and m["city_acc"] == pytest.approx(2 / 7)
+    assert m["country_acc"] == pytest.approx(3 / 7) and m["city_name_acc"] == pytest.approx(2 / 7)
     assert m["by_continent"]["Europe"]["acc_25km"] == pytest.approx(2 / 3)
     assert m["by_continent"]["Asia"]["n"] == 4
     for k, (lo, hi) in m["ci"].items():
@@ -312,7 +312,7 @@ def test_score_text_predictions_jsonl(labels_csv, tmp_path):
     m, rows = score_files(p, labels_csv, id_col="IMG_ID", text_col="answer", rows_out=tmp_path / "rows.csv")
     assert m["mode"] == "text" and m["n"] == 4
     assert m["n_unresolved"] == 2 and m["n_missing_predictions"] == 1 and m["n_predictions_without_label"] == 1
-    assert m["acc_25km"] == 0.25 and m["country_acc"] == 0.5 and m["city_acc"] == 0.25
+    assert m["acc_25km"] == 0.25 and m["country_acc"] == 0.5 and m["city_name_acc"] == 0.25
     assert {e["id"] for e in m["unresolved_examples"]} == {"c.jpg", "d.jpg"}
     got = pd.read_csv(tmp_path / "rows.csv")
     assert got.level.tolist() == ["city", "country", "none", "none"]

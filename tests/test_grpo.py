@@ -15,6 +15,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from globe.config import ParamsError
+
 from globe.train.grpo import (
     GRPOParams,
     SampleRecorder,
@@ -93,7 +95,7 @@ def test_params_match_params_yaml_and_reject_unknown_keys():
 
     cfg = GRPOParams.from_params(stage_params("04_grpo", ROOT / "params.yaml"))
     assert cfg.steps >= 1 and cfg.out == "models/grpo"
-    with pytest.raises(KeyError, match="unknown grpo parameter"):
+    with pytest.raises(ParamsError, match="unknown grpo parameter"):
         GRPOParams.from_params({"stepz": 3})
 
 
@@ -105,6 +107,11 @@ def test_params_match_params_yaml_and_reject_unknown_keys():
     ({"backend": "jax"}, "backend"),
     ({"lora": {"r": 0}}, "LoRA"),
     ({"lora": None, "load_in_4bit": True}, "full fine-tuning"),
+    ({"steps": "abc"}, "grpo.steps: expected an integer"),
+    ({"steps": 2.5}, "grpo.steps: expected an integer"),
+    ({"rewards": {"acuracy": 1.0}}, "unknown reward 'acuracy'"),
+    ({"rewards": {"distance": {"weight": 1.0, "tau": 5}}}, "tau"),
+    ({"num_generations": 3, "per_device_train_batch_size": 4}, "must divide the batch"),
 ])
 def test_params_validation(bad, match):
     with pytest.raises((ValueError, KeyError), match=match):
@@ -252,7 +259,7 @@ def test_train_writes_log_samples_adapter_and_resumes(tiny_vlm_dir, colour_datas
     shutil.rmtree(ckpts / "checkpoint-3")
     train_grpo({**params, "steps": 4})
     summary = json.loads((out / "globe_grpo.json").read_text())
-    assert summary["global_step"] == 4 and summary["resumed_from"].endswith("checkpoint-2")
+    assert summary["global_step"] == 4 and "resuming checkpoint-2 (step 2 of 4)" in summary["resume"]
     assert read_log(params["log_csv"])["step"].tolist() == [1, 2, 3, 4]
     steps = pd.Series([json.loads(x)["step"] for x in Path(params["samples"]).read_text().splitlines()])
     assert steps.is_monotonic_increasing and steps.value_counts().sort_index().tolist() == [4, 4, 4, 4]
@@ -264,11 +271,18 @@ def test_train_writes_log_samples_adapter_and_resumes(tiny_vlm_dir, colour_datas
     assert (out / "adapter_model.safetensors").is_file() and not (out / "optimizer.pt").exists()
     assert json.loads((out / "globe_grpo.json").read_text())["global_step"] == 4
 
+    # Asked for fewer steps than the newest checkpoint holds: never more training than asked. The 4-step checkpoint
+    # is discarded (not exported as "3 steps"); the run resumes its step-2 checkpoint and trains step 3 again.
+    train_grpo({**params, "steps": 3})
+    summary = json.loads((out / "globe_grpo.json").read_text())
+    assert summary["global_step"] == 3 and "past steps=3" in summary["resume"]
+    assert read_log(params["log_csv"])["step"].tolist() == [1, 2, 3]
+
     # Another experiment in the same folder (a different learning rate) is not resumed, nor exported as finished:
     # it starts over from step 0 and its log restarts with it.
     train_grpo({**params, "steps": 2, "learning_rate": 5e-5})
     summary = json.loads((out / "globe_grpo.json").read_text())
-    assert summary["global_step"] == 2 and not summary["resumed_from"]
+    assert summary["global_step"] == 2 and "another experiment" in summary["resume"]
     assert read_log(params["log_csv"])["step"].tolist() == [1, 2]
 
 

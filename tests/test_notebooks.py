@@ -1,4 +1,4 @@
-"""Notebook hygiene: one `parameters` cell, no committed outputs, parameters == params.yaml keys."""
+"""Notebook hygiene: one `parameters` cell, no committed outputs, parameters == the stage's params."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from globe.config import STAGES
+from globe.config import STAGES, load_params, stage_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,31 +50,31 @@ def test_one_parameters_cell_and_no_outputs(name):
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_parameters_match_params_yaml(name):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    expected = set(params["common"]) | set(params[STAGES[name]])
+    params = load_params(ROOT / "params.yaml")
+    expected = set(STAGES[name].common) | set(params[STAGES[name].group])
     cell = next(c for c in _load(name)["cells"] if "parameters" in (c.get("metadata", {}).get("tags") or []))
     got = _parameter_names("".join(cell["source"]))
     assert got == expected, f"{name}: missing {sorted(expected - got)}, extra {sorted(got - expected)}"
 
 
-def test_dvc_stages_pass_their_group():
+def test_dvc_stages_run_their_notebook_and_track_exactly_their_params():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
-    for name, group in STAGES.items():
-        stage = dvc["stages"][group]
-        assert f"notebooks/{name}.ipynb" in stage["cmd"] and f"globe params {name}" in stage["cmd"]
-        assert f"results/notebooks/{name}.ipynb" in stage["outs"]
-        tracked = {p if isinstance(p, str) else next(iter(p)) for p in stage["params"]}
-        assert {"common", group} <= tracked, f"stage {group} does not track its params"
+    for name, stage in STAGES.items():
+        entry = dvc["stages"][stage.group]
+        assert entry["cmd"] == f"globe run {name}"
+        assert f"notebooks/{name}.ipynb" in entry["deps"] and f"results/notebooks/{name}.ipynb" in entry["outs"]
+        tracked = {p if isinstance(p, str) else next(iter(p)) for p in entry["params"]}
+        assert tracked == {stage.group, *(f"common.{k}" for k in stage.common)}, f"stage {stage.group}"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_parameter_defaults_are_the_default_profile(name):
     """A user running `papermill ... -p steps 2000` starts from params.yaml's values (`globe sync-notebooks`)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params = load_params(ROOT / "params.yaml")
     if params["common"].get("profile") != "default":
         pytest.skip("params.yaml holds another profile; notebook defaults mirror the default profile")
     cell = next(c for c in _load(name)["cells"] if "parameters" in (c.get("metadata", {}).get("tags") or []))
     got = {}
     for node in ast.parse("".join(cell["source"])).body:
         got[node.targets[0].id] = ast.literal_eval(node.value)
-    assert got == {**params["common"], **params[STAGES[name]]}, "run `globe sync-notebooks`"
+    assert got == stage_params(name, ROOT / "params.yaml"), "run `globe sync-notebooks`"

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from globe import reward_model as rm
+from globe.config import ParamsError
 from globe.images import fit_image, to_data_url
+from globe.prompts import build_messages
 
 SMALL = 28 * 28 * 16  # pixel budget for the tests: at most 16 merged patches per image
 
@@ -34,15 +36,17 @@ def scorer(tiny_vlm_dir):
 # Config, readout, metrics
 
 
-def test_config_from_params_rejects_unknown_keys_and_fills_fallbacks():
-    cfg = rm.RewardModelConfig.from_params({"steps": 3, "base_model": None}, base_model="some/model", seed=7)
+def test_config_from_params_rejects_unknown_keys_and_bad_values():
+    cfg = rm.RewardModelParams.from_params({"steps": 3, "base_model": "some/model", "seed": 7})
     assert (cfg.steps, cfg.base_model, cfg.seed) == (3, "some/model", 7)
-    with pytest.raises(KeyError, match="lerning_rate"):
-        rm.RewardModelConfig.from_params({"lerning_rate": 1e-4}, base_model="m")
+    with pytest.raises(ParamsError, match="lerning_rate"):
+        rm.RewardModelParams.from_params({"lerning_rate": 1e-4, "base_model": "m"})
     with pytest.raises(ValueError, match="base_model"):
-        rm.RewardModelConfig.from_params({})
+        rm.RewardModelParams.from_params({"base_model": ""})
     with pytest.raises(ValueError, match="eval_fraction"):
-        rm.RewardModelConfig.from_params({"eval_fraction": 1.0}, base_model="m")
+        rm.RewardModelParams.from_params({"eval_fraction": 1.0, "base_model": "m"})
+    with pytest.raises(ParamsError, match="reward_model.steps: expected an integer"):
+        rm.RewardModelParams.from_params({"steps": "many", "base_model": "m"})
 
 
 def test_yes_no_ids_are_exactly_the_case_variants(scorer):
@@ -67,7 +71,7 @@ def test_readout_equals_hand_computation_on_tiny_model_logits(scorer):
     image = _images(1)[0]
     reasoning = "The signs are in Portuguese and the pavement is a black and white mosaic."
     prompt = rm.reward_prompt(reasoning)
-    text = scorer.processor.apply_chat_template(rm.build_messages(prompt), add_generation_prompt=True, tokenize=False)
+    text = scorer.processor.apply_chat_template(build_messages(prompt), add_generation_prompt=True, tokenize=False)
     inputs = scorer.processor(text=[text], images=[fit_image(image, SMALL)], return_tensors="pt")
     with torch.no_grad():
         logits = scorer.model(**inputs).logits[0, -1].double().numpy()
@@ -75,7 +79,7 @@ def test_readout_equals_hand_computation_on_tiny_model_logits(scorer):
     p /= p.sum()
     p_yes, p_no = p[scorer.yes_ids].sum(), p[scorer.no_ids].sum()
     hand = p_yes / (p_yes + p_no)
-    assert rm.yes_no_probability(torch.tensor(logits), scorer.yes_ids, scorer.no_ids) == pytest.approx(hand, abs=1e-9)
+    assert float(rm.yes_no_probabilities(torch.tensor(logits), scorer.yes_ids, scorer.no_ids)) == pytest.approx(hand, abs=1e-9)
     assert scorer.score([image], [reasoning])[0] == pytest.approx(hand, abs=1e-5)
 
 
@@ -149,7 +153,9 @@ def test_split_keeps_groups_together_and_stratifies():
     assert not {groups[i] for i in train} & {groups[i] for i in held}
     assert {labels[i] for i in held} == {0, 1} and {labels[i] for i in train} == {0, 1}
     assert rm.split_indices(labels, groups, 0.25, seed=3) == (train, held)
-    over = rm._oversample([0, 1, 2, 3, 4], [1, 0, 0, 0, 0], seed=0)
+    from globe.reward_model.train import _oversample
+
+    over = _oversample([0, 1, 2, 3, 4], [1, 0, 0, 0, 0], seed=0)
     assert sorted(over)[:5] == [0, 0, 0, 0, 1] and len(over) == 8
 
 
@@ -368,15 +374,18 @@ def trained(tiny_vlm_dir, tmp_path_factory):
                         score=Value("float64"), teacher=Value("string"))
     Dataset.from_list(rows, features=features).save_to_disk(str(d / "labels"))
     params = {"labels": str(d / "labels"), "out": str(d / "adapter"), "metrics": str(d / "metrics.json"), "steps": 2,
-              "batch_size": 4, "learning_rate": 0.05, "eval_fraction": 0.25, "max_pixels": SMALL, "lora_r": 4,
-              "lora_alpha": 8, "balance": "oversample"}
-    metrics = rm.train_reward_model(rm.RewardModelConfig.from_params(params, base_model=str(tiny_vlm_dir), seed=0))
+              "batch_size": 4, "learning_rate": 0.05, "eval_fraction": 0.25, "max_pixels": SMALL,
+              "lora": {"r": 4, "alpha": 8, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
+              "balance": "oversample", "base_model": str(tiny_vlm_dir), "seed": 0}
+    metrics = rm.train_reward_model(rm.RewardModelParams.from_params(params))
     return d, metrics
 
 
 def test_training_writes_adapter_and_metrics(trained):
     d, metrics = trained
-    assert json.loads((d / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    # The file holds everything but the wall times (a rerun writes the same bytes); the call returns those too.
+    assert json.loads((d / "metrics.json").read_text()) == json.loads(json.dumps(
+        {k: v for k, v in metrics.items() if k != "timing"}))
     assert (d / "adapter" / "adapter_config.json").is_file() and (d / "adapter" / "adapter_model.safetensors").is_file()
     assert not (d / "adapter" / "checkpoints").exists()
     assert json.loads((d / "adapter" / rm.SETTINGS_FILE).read_text())["max_pixels"] == SMALL
@@ -391,7 +400,7 @@ def test_training_writes_adapter_and_metrics(trained):
     ev = metrics["eval"]
     assert ev["n"] == ev["n_scored"] == n["eval"] and 0 <= ev["accuracy"] <= 1 and 0 <= ev["ece"] <= 1
     assert 0 <= ev["roc_auc"] <= 1
-    assert metrics["train"]["steps"] == 2 and metrics["train"]["seconds"] > 0
+    assert metrics["train"]["steps"] == 2 and metrics["timing"]["train_seconds"] > 0
 
 
 def test_trained_adapter_scores_and_shares_weights_with_policy(trained, tiny_vlm_dir, scorer):

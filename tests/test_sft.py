@@ -12,7 +12,8 @@ from PIL import Image
 
 from globe.answer import parse_completion
 from globe.prompts import REASONING_PROMPT
-from globe.train.sft import SFTConfigParams, to_conversation
+from globe.config import ParamsError
+from globe.train.sft import SFTParams, to_conversation
 
 PLACES = [("France", "Lyon", 45.76, 4.84), ("Japan", "Kyoto", 35.01, 135.77), ("Brazil", "Recife", -8.05, -34.9),
           ("Kenya", "Nairobi", -1.29, 36.82)]
@@ -43,29 +44,31 @@ def reason_ds(tmp_path_factory) -> Path:
     return make_reason_dataset(tmp_path_factory.mktemp("mp16r") / "mp16_reason")
 
 
-def _cfg(tiny_vlm_dir, reason_ds, tmp_path, **kw) -> SFTConfigParams:
+def _cfg(tiny_vlm_dir, reason_ds, tmp_path, **kw) -> SFTParams:
     params = dict(base_model=str(tiny_vlm_dir), dataset=str(reason_ds), out=str(tmp_path / "sft"),
                   log_csv=str(tmp_path / "sft_log.csv"), lora=TINY_LORA, max_steps=2, save_steps=1, eval_steps=1,
-                  per_device_train_batch_size=2, learning_rate=1e-3)
+                  per_device_train_batch_size=2, learning_rate=1e-3, lr_scheduler_type="constant")
     params.update(kw)
-    return SFTConfigParams.from_params(params)
+    return SFTParams.from_params(params)
 
 
 def test_config_rejects_unknown_and_bad_keys():
-    with pytest.raises(KeyError, match="lora_rank"):
-        SFTConfigParams.from_params({"lora_rank": 8})
+    with pytest.raises(ParamsError, match="lora_rank"):
+        SFTParams.from_params({"lora_rank": 8})
     with pytest.raises(ValueError, match="save_steps"):
-        SFTConfigParams.from_params({"save_steps": 0})
+        SFTParams.from_params({"save_steps": 0})
     with pytest.raises(ValueError, match="LoRA"):
-        SFTConfigParams.from_params({"lora": {**TINY_LORA, "r": 0}})
-    with pytest.raises(TypeError):
-        SFTConfigParams.from_params({"lora": {**TINY_LORA, "rank": 3}})
+        SFTParams.from_params({"lora": {**TINY_LORA, "r": 0}})
+    with pytest.raises(ParamsError, match="rank"):
+        SFTParams.from_params({"lora": {**TINY_LORA, "rank": 3}})
+    with pytest.raises(ParamsError, match="sft.max_steps: expected an integer, got 2.5"):
+        SFTParams.from_params({"max_steps": 2.5})
 
 
 def test_params_yaml_sft_group_is_valid(root):
     from globe.config import stage_params
 
-    cfg = SFTConfigParams.from_params(stage_params("03_sft", root / "params.yaml"))
+    cfg = SFTParams.from_params(stage_params("03_sft", root / "params.yaml"))
     assert cfg.out and cfg.log_csv.endswith(".csv")
 
 
@@ -89,7 +92,7 @@ def test_missing_dataset_is_a_clear_error(tiny_vlm_dir, tmp_path):
     from globe.train.sft import load_sft_splits
 
     with pytest.raises(FileNotFoundError, match="distill"):
-        load_sft_splits(SFTConfigParams.from_params({"dataset": str(tmp_path / "nope")}))
+        load_sft_splits(SFTParams.from_params({"dataset": str(tmp_path / "nope")}))
 
 
 def test_loss_only_on_assistant_turn(tiny_vlm_dir, reason_ds, tmp_path):
@@ -142,9 +145,9 @@ def test_train_resume_and_outputs(tiny_vlm_dir, reason_ds, tmp_path, sample_dir,
     assert set(rows[0]) == {"step", "loss", "eval_loss", "learning_rate", "grad_norm", "epoch"}
 
     # Checkpoints of a run with other training settings belong to another experiment: it starts over, saying so.
-    with caplog.at_level("WARNING", logger="globe.train.sft"):
+    with caplog.at_level("INFO", logger="globe.checkpoints"):
         changed = train_sft(_cfg(tiny_vlm_dir, reason_ds, tmp_path, max_steps=1, learning_rate=5e-4))
-    assert "learning_rate" in caplog.text and "starting over" in caplog.text
+    assert "learning_rate" in caplog.text and "another experiment" in caplog.text
     assert json.loads((changed / "train_summary.json").read_text())["resumed_from_step"] == 0
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1"]
     # resume: false starts over even with the same settings.

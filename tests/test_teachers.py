@@ -16,7 +16,7 @@ from globe.prompts import LOCALIZABILITY_PROMPT, REASONING_PROMPT
 from globe.teachers import (
     ErrorBudgetExceeded,
     OpenAITeacher,
-    ReferenceTeacher,
+    OracleTeacher,
     Request,
     Sampling,
     TeacherError,
@@ -189,7 +189,8 @@ def test_error_budget_hands_back_the_answers_already_completed(server, key_env):
 def test_key_never_leaks(server, key_env, tmp_path, caplog):
     from datasets import Dataset, Features, Image as ImageFeature, Value
 
-    from globe.distill import ResponseCache, query_teachers
+    from globe.cache import JsonlCache
+    from globe.distill import query_teachers
 
     caplog.set_level(logging.DEBUG)
     t = make_teacher({"name": "api", "backend": "openai", "model": "m", "base_url": server.url, "api_key_env": key_env,
@@ -197,12 +198,12 @@ def test_key_never_leaks(server, key_env, tmp_path, caplog):
     # Every request fails with a body echoing the Authorization header; then a good endpoint fills the cache.
     ds = Dataset.from_dict({"id": ["a", "b"], "image": [IMG, IMG]},
                            features=Features({"id": Value("string"), "image": ImageFeature()}))
-    import globe.distill as distill
+    import globe.distill.query as distill
 
     orig = distill.prompt_text
     try:
         distill.prompt_text = lambda kind: f"dead:{kind}"
-        cache = ResponseCache(tmp_path / "cache.jsonl")
+        cache = JsonlCache(tmp_path / "cache.jsonl")
         stats = query_teachers([t], {"train": ds}, cache, batch_size=4)
         assert stats["errors"]["api"] == 4 and len(cache) == 0
         distill.prompt_text = lambda kind: f"ok:{kind}"
@@ -211,7 +212,7 @@ def test_key_never_leaks(server, key_env, tmp_path, caplog):
         t.error_budget = 0
         distill.prompt_text = lambda kind: f"dead:again-{kind}"
         with pytest.raises(ErrorBudgetExceeded) as e:
-            query_teachers([t], {"train": ds}, ResponseCache(tmp_path / "other.jsonl"), batch_size=4)
+            query_teachers([t], {"train": ds}, JsonlCache(tmp_path / "other.jsonl"), batch_size=4)
     finally:
         distill.prompt_text = orig
     assert f"Bearer {KEY}" in server.auth  # the key was used...
@@ -230,7 +231,7 @@ def test_missing_key_and_bad_configs(monkeypatch):
     with pytest.raises(TeacherError, match="unknown backend"):
         make_teacher({"name": "x", "backend": "carrier-pigeon"})
     with pytest.raises(TeacherError, match="bad options"):
-        make_teacher({"name": "x", "backend": "reference", "colour": "blue"})
+        make_teacher({"name": "x", "backend": "oracle", "colour": "blue"})
 
 
 def test_vllm_backend_needs_vllm():
@@ -243,8 +244,8 @@ def test_vllm_backend_needs_vllm():
         pytest.skip("vllm installed: the engine itself is exercised on GPU machines only")
 
 
-def test_reference_teacher_is_deterministic_and_right():
-    t = make_teacher({"name": "reference", "backend": "reference"})
+def test_oracle_teacher_is_deterministic_and_right():
+    t = make_teacher({"name": "oracle", "backend": "oracle"})
     metas = [
         {"title": "Notre-Dame cathedral, Paris", "country": "France", "admin1": "Île-de-France", "city": "Paris"},
         {"title": "IMG_0042", "country": "Japan", "admin1": "Shimane", "city": "Izumo"},

@@ -10,7 +10,16 @@ from globe.geo.distance import EARTH_RADIUS_KM, MAX_DISTANCE_KM, haversine_km, v
 from globe.geo.forward import GeoResult, geocode, geocode_many, parse_coordinates
 from globe.geo.gazetteer import CONTINENTS, Gazetteer, gazetteer, normalize, reverse_geocode
 from globe.geo.match import country_code, globe_string_match, same_city, same_country
-from globe.geo.metrics import THRESHOLDS_KM, bootstrap_ci, geo_metrics, geoscore, paired_bootstrap
+from globe.geo.metrics import (
+    POINT_LEVELS,
+    THRESHOLD_NAMES,
+    THRESHOLDS_KM,
+    accuracy_flags,
+    bootstrap_ci,
+    geo_metrics,
+    geoscore,
+    paired_bootstrap,
+)
 from globe.geo.score import score_files, score_frames
 
 __all__ = [
@@ -18,6 +27,6 @@ __all__ = [
     "GeoResult", "geocode", "geocode_many", "parse_coordinates",
     "CONTINENTS", "Gazetteer", "gazetteer", "normalize", "reverse_geocode",
     "country_code", "globe_string_match", "same_city", "same_country",
-    "THRESHOLDS_KM", "bootstrap_ci", "geo_metrics", "geoscore", "paired_bootstrap",
+    "POINT_LEVELS", "THRESHOLD_NAMES", "THRESHOLDS_KM", "accuracy_flags", "bootstrap_ci", "geo_metrics", "geoscore", "paired_bootstrap",
     "score_files", "score_frames",
 ]

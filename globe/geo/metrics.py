@@ -20,6 +20,7 @@ import numpy as np
 from globe.geo.distance import MAX_DISTANCE_KM
 
 THRESHOLDS_KM = (1, 25, 200, 750, 2500)
+THRESHOLD_NAMES = {1: "Street", 25: "City", 200: "Region", 750: "Country", 2500: "Continent"}
 GEOSCORE_SCALE_KM = 1492.7  # GeoGuessr's world-map constant
 _INDEX_RESAMPLE_MAX = 20_000_000
 
@@ -90,6 +91,7 @@ def _summary(d: np.ndarray, thresholds: Sequence[float]) -> dict:
 def geo_metrics(
     distances_km,
     *,
+    correct=None,
     country_correct=None,
     city_correct=None,
     continent=None,
@@ -116,7 +118,12 @@ def geo_metrics(
     out["n"] = int(n)
     out["n_unresolved"] = int(np.isnan(d).sum())
     extra = {}
-    for key, arr in (("country_acc", country_correct), ("city_acc", city_correct)):
+    named = dict(correct or {})
+    if country_correct is not None:  # deprecated keywords: the names of `accuracy_flags`
+        named.setdefault("country_acc", country_correct)
+    if city_correct is not None:
+        named.setdefault("city_name_acc", city_correct)
+    for key, arr in named.items():
         if arr is not None:
             a = np.asarray(arr, dtype=bool).ravel()
             if a.size != n:
@@ -173,3 +180,39 @@ def paired_bootstrap(a, b, stat: Callable = np.mean, n_boot: int = 10000, seed: 
     lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
     p = min(1.0, 2 * min(np.mean(reps <= 0), np.mean(reps >= 0)))
     return {"diff": diff, "ci": [float(lo), float(hi)], "p_value": float(p), "n": int(a.size), "n_boot": n_boot}
+
+
+POINT_LEVELS = ("coords", "city")
+
+
+def accuracy_flags(*, distance_km, level, pred_country_code, true_country_code, pred_geonameid, true_geonameid,
+                   pred_city=None, true_city=None, pred_country=None, true_country=None,
+                   city_km: float = 25.0) -> dict[str, np.ndarray]:
+    """Per-prediction booleans for the named accuracies, one definition each:
+
+    - `country_acc`: the predicted ISO country code is the true one (non-empty);
+    - `city_name_acc`: the country is right and the prediction resolved to the true point's city (GeoNames id);
+    - `city_{km}km_acc`: the prediction resolved to a point-like level (`POINT_LEVELS`) within `city_km` of the truth;
+    - `country_string_acc` / `city_string_acc` (only with the four texts): GLOBE's official string rule on the names.
+    """
+    from globe.geo.match import globe_string_match
+
+    d = np.asarray(distance_km, dtype=np.float64)
+    pcc = np.asarray(pred_country_code, dtype=object)
+    tcc = np.asarray(true_country_code, dtype=object)
+    country = (pcc == tcc) & np.array([bool(c) for c in pcc], dtype=bool)
+    point = np.isin(np.asarray(level, dtype=object), POINT_LEVELS)
+    pg, tg = np.asarray(pred_geonameid, dtype=np.int64), np.asarray(true_geonameid, dtype=np.int64)
+    same = (pg >= 0) & (pg == tg)
+    if pred_city is not None and true_city is not None:
+        from globe.geo.gazetteer import normalize
+
+        same |= np.array([bool(p) and bool(t) and normalize(str(p)) == normalize(str(t))
+                          for p, t in zip(pred_city, true_city)], dtype=bool)
+    out = {"country_acc": country, "city_name_acc": country & point & same,
+           f"city_{city_km:g}km_acc": point & (np.nan_to_num(d, nan=np.inf) <= city_km)}
+    if all(x is not None for x in (pred_city, true_city, pred_country, true_country)):
+        out["country_string_acc"] = np.array([globe_string_match(p, t) for p, t in zip(pred_country, true_country)],
+                                             dtype=bool)
+        out["city_string_acc"] = np.array([globe_string_match(p, t) for p, t in zip(pred_city, true_city)], dtype=bool)
+    return out

@@ -34,14 +34,23 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from globe.config import ParamsError, StageConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class GRPOParams:
-    """Everything a GRPO run reads: params.yaml's `common` keys plus its `grpo` group (see params.yaml comments)."""
+class GRPOParams(StageConfig):
+    """Everything a GRPO run reads: params.yaml's `grpo` group (plus `seed`, `base_model`, `offline` from `common`)."""
+
+    group: ClassVar[str] = "grpo"
+    # Keys a run may change and still continue another run's checkpoints (length and bookkeeping); the length only
+    # while the learning-rate schedule does not depend on it.
+    resumable: ClassVar[frozenset[str]] = frozenset({
+        "steps", "save_steps", "save_total_limit", "resume", "out", "log_csv", "samples", "sample_every",
+        "report_to", "reward_model_client"})
 
     # data and model
     dataset: str = "data/mp16_reason"
@@ -57,6 +66,8 @@ class GRPOParams:
     # the localizability reward's scorer: a reward-model dir (LocalizabilityScorer) or an http endpoint (EndpointScorer)
     reward_model: str | None = None
     reward_model_share: bool = True  # a LoRA reward model rides on the policy's base weights (no second copy)
+    # the endpoint client's settings (EndpointScorer keywords: model, timeout_s, retries, error_budget, on_error, ...)
+    reward_model_client: dict[str, Any] = field(default_factory=dict)
     # GRPO
     steps: int = 4
     num_generations: int = 4
@@ -87,7 +98,8 @@ class GRPOParams:
         "finetune_vision_layers": False,
     })
     # backend
-    backend: str = "auto"  # auto | transformers | unsloth
+    backend: Literal["auto", "transformers", "unsloth"] = "auto"
+    dtype: str = "auto"
     load_in_4bit: bool = False
     use_vllm: bool = False
     vllm_mode: str = "colocate"
@@ -97,44 +109,44 @@ class GRPOParams:
     # common
     seed: int = 0
     offline: bool = True
-    profile: str = "default"
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> GRPOParams:
-        """Build from a flat dict (`globe.config.stage_params('04_grpo')`); unknown keys are an error, not ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - names)
-        if unknown:
-            raise KeyError(f"unknown grpo parameter(s) {unknown}; known: {sorted(names)}")
-        cfg = cls(**params)
-        cfg.validate()
-        return cfg
 
     @property
     def checkpoint_dir(self) -> Path:
         return Path(self.out) / "checkpoints"
 
     def validate(self) -> None:
-        if self.steps < 1 or self.num_generations < 2:
-            raise ValueError(f"need steps >= 1 and num_generations >= 2 (GRPO compares a group); got {self.steps}, "
-                             f"{self.num_generations}")
-        if not self.rewards:
-            raise ValueError("grpo.rewards is empty: name at least one reward (e.g. {format: 1.0, accuracy: 1.0})")
         from globe.models import lora_settings
-        from globe.rewards import get_reward_weights
+        from globe.rewards import check_reward_spec, get_reward_weights
 
-        if any(not math.isfinite(w) for w in get_reward_weights(self.rewards)):  # also checks the spec's shape
-            raise ValueError(f"grpo.rewards weights must be finite numbers; got {self.rewards}")
-        if "localizability" in self.rewards and not self.reward_model:
-            raise ValueError("the localizability reward needs grpo.reward_model (a reward-model dir or endpoint URL)")
+        self.require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        self.require(self.num_generations >= 2, "num_generations",
+                     f"must be >= 2 (GRPO compares a group), got {self.num_generations}")
+        self.require(bool(self.rewards), "rewards", "is empty: name at least one reward (e.g. {format: 1.0})")
+        try:
+            check_reward_spec(self.rewards)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ParamsError(f"grpo.rewards: {e.args[0] if e.args else e}") from None
+        self.require(all(math.isfinite(w) for w in get_reward_weights(self.rewards)), "rewards",
+                     f"weights must be finite numbers; got {self.rewards}")
+        self.require("localizability" not in self.rewards or bool(self.reward_model), "reward_model",
+                     "the localizability reward needs a reward-model dir or endpoint URL")
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * world
+        self.require(batch % self.num_generations == 0, "num_generations",
+                     f"must divide the batch: per_device_train_batch_size {self.per_device_train_batch_size} x "
+                     f"gradient_accumulation_steps {self.gradient_accumulation_steps} x {world} process(es) = "
+                     f"{batch} completions per step, not a multiple of {self.num_generations}")
         if self.lora is not None:
-            lora_settings(**self.lora)  # raises on bad or unknown LoRA keys
-        elif self.backend == "unsloth" or self.load_in_4bit:
-            raise ValueError("full fine-tuning (grpo.lora: null) needs backend transformers and no load_in_4bit")
-        if self.backend not in ("auto", "transformers", "unsloth"):
-            raise ValueError(f"grpo.backend must be auto, transformers or unsloth, not {self.backend!r}")
-        if self.sample_every < 1 or self.save_steps < 1:
-            raise ValueError("grpo.sample_every and grpo.save_steps must be >= 1")
+            try:
+                lora_settings(**self.lora)
+            except (TypeError, ValueError) as e:
+                raise ParamsError(f"grpo.lora: {e}") from None
+        else:
+            self.require(self.backend != "unsloth" and not self.load_in_4bit, "lora",
+                         "full fine-tuning (lora: null) needs backend transformers and no load_in_4bit")
+        self.require(self.sample_every >= 1 and self.save_steps >= 1, "save_steps",
+                     "sample_every and save_steps must be >= 1")
+        self.require(self.learning_rate > 0, "learning_rate", "must be > 0")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -159,9 +171,9 @@ def make_scorer(cfg: GRPOParams, policy=None, processor=None):
 
     url = cfg.reward_model
     if url.startswith(("http://", "https://")):
-        return rm.EndpointScorer(url)
+        return rm.EndpointScorer(url, **cfg.reward_model_client)
     if not Path(url).exists():
-        raise FileNotFoundError(f"grpo.reward_model {url} does not exist: train it in notebook 03 (03_sft) first")
+        raise FileNotFoundError(f"grpo.reward_model {url} does not exist: train it first (notebook 03b_reward_model)")
     if cfg.reward_model_share and policy is not None and hasattr(policy, "peft_config"):
         return rm.LocalizabilityScorer(policy, url, processor=processor)
     return rm.LocalizabilityScorer(url)
@@ -449,7 +461,7 @@ def load_policy(cfg: GRPOParams, backend: str):
     model, processor = load_vlm(
         cfg.base_model,
         cfg.init_adapter,
-        dtype="auto",
+        dtype=cfg.dtype,
         device="auto",
         training=True,
         backend=backend,
@@ -474,102 +486,49 @@ def load_policy(cfg: GRPOParams, backend: str):
     return model, processor
 
 
-# Settings a run may change and still continue another run's checkpoints (length and bookkeeping).
-RESUMABLE_CHANGES = {"steps", "save_steps", "save_total_limit", "resume", "out", "log_csv", "samples", "sample_every",
-                     "report_to", "profile"}
+def _experiment(cfg: GRPOParams) -> dict:
+    """What names a GRPO experiment: the settings, the data, and digests of the starting adapter and the reward model
+    (a retrained SFT adapter or reward model starts GRPO over)."""
+    from globe.cache import files_digest
+    from globe.checkpoints import data_fingerprint, experiment_settings
 
-
-def _file_digest(path: str | os.PathLike | None) -> str | None:
-    """sha256 of an adapter's weights (so a retrained SFT adapter or reward model starts GRPO over)."""
-    import hashlib
-
-    if not path or not Path(path).is_dir():
-        return None
-    files = sorted(Path(path).glob("*.safetensors"))
-    h = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest() if files else None
-
-
-def _fingerprint(cfg: GRPOParams) -> dict:
-    from globe.train import data_fingerprint
-
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
-    return {**settings, "data": data_fingerprint(cfg.dataset), "init_adapter_sha256": _file_digest(cfg.init_adapter),
-            "reward_model_sha256": _file_digest(cfg.reward_model)}
-
-
-def last_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
-    """The newest complete `checkpoint-N` in `checkpoint_dir`, or None."""
-    if not Path(checkpoint_dir).is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(checkpoint_dir))
-
-
-def _checkpoint_step(checkpoint: str | os.PathLike) -> int:
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
-    return int(state["global_step"])
-
-
-# Trainer bookkeeping in a checkpoint; everything else (adapter or weights, processor files) is the model.
-_TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin", "rng_state")
-
-
-def _export_checkpoint(checkpoint: str | os.PathLike, out: Path) -> None:
-    """Copy a checkpoint's model files (adapter or weights, processor) to `out`, as `trainer.save_model` would."""
-    import shutil
-
-    out.mkdir(parents=True, exist_ok=True)
-    for f in Path(checkpoint).iterdir():
-        if f.is_file() and not f.name.startswith(_TRAINING_STATE):
-            shutil.copy2(f, out / f.name)
-        elif f.is_dir():  # extra adapters (TRL's frozen "ref", a shared reward model) live in subfolders
-            shutil.copytree(f, out / f.name, dirs_exist_ok=True)
+    reward_model = cfg.reward_model if "localizability" in cfg.rewards else None
+    return experiment_settings(cfg, ("steps",), data=data_fingerprint(cfg.dataset),
+                               init_adapter_digest=files_digest(cfg.init_adapter),
+                               reward_model_digest=files_digest(reward_model))
 
 
 def _write_summary(cfg: GRPOParams, **info) -> None:
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     (Path(cfg.out) / "globe_grpo.json").write_text(
-        json.dumps({"params": dataclasses.asdict(cfg), **info}, indent=2, default=str) + "\n", encoding="utf-8")
+        json.dumps({"params": cfg.to_dict(), **info}, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def train_grpo(cfg: GRPOParams | dict[str, Any], *, callbacks: list | None = None) -> Path:
-    """Run (or resume) GRPO; save the adapter and processor to `cfg.out`; return that path."""
-    if isinstance(cfg, dict):
-        cfg = GRPOParams.from_params(cfg)
-    from globe.config import offline_hub, seed_everything
+    """Run (or resume) GRPO; save the adapter and processor to `cfg.out`; return that path.
+
+    The resume check (`globe.checkpoints.prepare_resume`) runs before any model loads: the newest checkpoint of this
+    experiment at or below `steps` is resumed, one exactly at `steps` is exported without training, and another
+    experiment's checkpoints (or ones past `steps`) are discarded; the log says which.
+    """
+    from globe.checkpoints import export_checkpoint, prepare_resume
+    from globe.config import prepare_run
     from globe.models import select_backend
 
-    if cfg.offline:
-        offline_hub()
+    cfg = cfg if isinstance(cfg, GRPOParams) else GRPOParams.from_params(cfg)
+    prepare_run(cfg.seed, cfg.offline)
     backend = select_backend(cfg.backend)  # before trl/transformers: unsloth patches them on import
-    if backend == "unsloth":
-        import unsloth  # noqa: F401
-
-    if int(os.environ.get("RANK", "0")) == 0:
-        from globe.train import resume_checkpoint
-
-        # Checkpoints of another experiment (other settings, data, starting adapter or reward model) are not resumed.
-        resume = resume_checkpoint(cfg.checkpoint_dir, _fingerprint(cfg), cfg.resume, stamp_name="globe_grpo_config.json")
-    else:  # other ranks follow the checkpoints rank 0 vetted (a changed experiment is best restarted single-process)
-        resume = last_checkpoint(cfg.checkpoint_dir) if cfg.resume else None
-    done = _checkpoint_step(resume) if resume else 0
-    if done >= cfg.steps:
-        # Already trained this far (a rerun, or killed after the last checkpoint): export, don't step again.
-        log.info("GRPO checkpoint %s is at step %d >= steps=%d: exporting it without training", resume, done, cfg.steps)
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun / accelerate every rank gets here
-            _export_checkpoint(resume, Path(cfg.out))
-            _write_summary(cfg, global_step=done, backend=backend, resumed_from=resume, world_size=None)
+    plan = prepare_resume(cfg.checkpoint_dir, _experiment(cfg), max_steps=cfg.steps, resume=cfg.resume)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if plan.done:
+        if main_process:  # under torchrun / accelerate every rank gets here
+            export_checkpoint(plan.checkpoint, cfg.out)
+            _write_summary(cfg, global_step=plan.step, backend=backend, resume=plan.message, world_size=None)
         return Path(cfg.out)
 
     import torch
     from trl import GRPOTrainer
 
-    seed_everything(cfg.seed)
     on_gpu = torch.cuda.is_available()
     dataset = load_grpo_dataset(cfg)
     model, processor = load_policy(cfg, backend)
@@ -586,13 +545,11 @@ def train_grpo(cfg: GRPOParams | dict[str, Any], *, callbacks: list | None = Non
         processing_class=processor,
         callbacks=[_make_callback(cfg.log_csv, cfg.samples, recorder), *(callbacks or [])],
     )
-    if resume:
-        log.info("resuming GRPO from %s (step %d)", resume, done)
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=plan.checkpoint)
     trainer.save_model(cfg.out)
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(cfg.out)
-        _write_summary(cfg, global_step=trainer.state.global_step, backend=backend, resumed_from=resume,
+        _write_summary(cfg, global_step=trainer.state.global_step, backend=backend, resume=plan.message,
                        world_size=trainer.accelerator.num_processes)
     return Path(cfg.out)
 
@@ -601,7 +558,7 @@ def train_grpo(cfg: GRPOParams | dict[str, Any], *, callbacks: list | None = Non
 # Script entry point (single process, or under `accelerate launch` / `torchrun`)
 
 
-def main(argv: list[str] | None = None) -> int:
+def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m globe.train.grpo",
         description="GRPO-train the GLOBE policy from params.yaml (common + grpo); resumes from the last checkpoint.",
@@ -627,4 +584,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -13,7 +13,6 @@ PEFT. The model is loaded before TRL is imported so unsloth can patch TRL when i
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -21,9 +20,9 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from globe.train import data_fingerprint
+from globe.config import ParamsError, StageConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +30,20 @@ LOG_COLUMNS = ["step", "loss", "eval_loss", "learning_rate", "grad_norm", "epoch
 
 
 @dataclass
-class SFTConfigParams:
-    """Everything `train_sft` reads: params.yaml's `common` + `sft` groups (unknown keys are an error)."""
+class SFTParams(StageConfig):
+    """Everything `train_sft` reads: params.yaml's `sft` group (plus `seed`, `base_model`, `offline` from `common`)."""
+
+    group: ClassVar[str] = "sft"
+    # Keys a run may change and still resume another run's checkpoints (length, bookkeeping, outputs); the length
+    # only while the learning-rate schedule does not depend on it (`globe.checkpoints.length_sets_schedule`).
+    resumable: ClassVar[frozenset[str]] = frozenset({
+        "max_steps", "num_train_epochs", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "resume",
+        "out", "log_csv", "save_merged", "per_device_eval_batch_size"})
 
     # common
     base_model: str = "models/tiny-qwen2.5-vl"
     seed: int = 0
     offline: bool = True
-    profile: str = "default"
     # data
     dataset: str = "data/mp16_reason"
     train_split: str = "train"
@@ -51,11 +56,11 @@ class SFTConfigParams:
     log_csv: str = "results/sft_log.csv"
     save_merged: bool = False
     # model
-    backend: str = "auto"
+    backend: Literal["auto", "transformers", "unsloth"] = "auto"
     dtype: str = "auto"
     load_in_4bit: bool = False
     gradient_checkpointing: bool = False
-    lora: dict = field(default_factory=lambda: {
+    lora: dict[str, Any] = field(default_factory=lambda: {
         "r": 16, "alpha": 32, "dropout": 0.05,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         "finetune_vision_layers": False,
@@ -68,7 +73,7 @@ class SFTConfigParams:
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-4
     lr_scheduler_type: str = "cosine"
-    warmup_steps: float = 0.0  # an int counts steps, a float in [0, 1) is a share of all steps
+    warmup_steps: float = 0.0  # an int counts steps, a float in (0, 1) is a share of all steps
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     max_length: int | None = None  # None: no truncation (truncating would cut image tokens)
@@ -78,31 +83,22 @@ class SFTConfigParams:
     save_steps: int = 2
     save_total_limit: int = 2
     resume: bool = True
-    # the localizability reward model, trained in the same notebook by globe.reward_model.train_reward_model
-    reward_model: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> SFTConfigParams:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise KeyError(f"unknown sft parameters {unknown}; known: {sorted(known)}")
-        cfg = cls(**params)
-        cfg.validate()
-        return cfg
 
     def validate(self) -> None:
         from globe.models import lora_settings
 
-        if not 0 < self.eval_fraction < 1 and self.eval_split is None:
-            raise ValueError(f"eval_fraction must be in (0, 1) when eval_split is None, got {self.eval_fraction}")
-        if self.max_steps <= 0 and self.num_train_epochs <= 0:
-            raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+        self.require(0 < self.eval_fraction < 1 or self.eval_split is not None, "eval_fraction",
+                     f"must be in (0, 1) when eval_split is null, got {self.eval_fraction}")
+        self.require(self.max_steps > 0 or self.num_train_epochs > 0, "max_steps",
+                     "set max_steps > 0 or num_train_epochs > 0")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "logging_steps", "eval_steps", "save_steps", "save_total_limit"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        lora_settings(**self.lora)  # raises on bad or unknown LoRA keys
+            self.require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        self.require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        try:
+            lora_settings(**self.lora)
+        except (TypeError, ValueError) as e:
+            raise ParamsError(f"sft.lora: {e}") from None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -129,7 +125,7 @@ def to_conversation(example: dict, prompt: str | None = None) -> dict:
     return {"prompt": messages[:1], "completion": messages[1:]}
 
 
-def load_sft_splits(cfg: SFTConfigParams):
+def load_sft_splits(cfg: SFTParams):
     """(train, eval) conversation datasets with an `image` column, from the distilled DatasetDict on disk."""
     from datasets import Dataset, DatasetDict
 
@@ -206,33 +202,12 @@ def _loss_logger(path: Path, resumed_step: int):
 # Training
 
 
-# Settings a run may change and still resume from another run's checkpoints (length, bookkeeping, outputs).
-RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
-                     "resume", "reward_model", "profile", "out", "log_csv", "save_merged", "per_device_eval_batch_size"}
-FINGERPRINT_FILE = "globe_sft_config.json"
-
-
-def _fingerprint(cfg: SFTConfigParams) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
-
-
-def _last_checkpoint(cfg: SFTConfigParams, data_fingerprint: str | None = None) -> str | None:
-    """The checkpoint to resume from: the newest one, if it was written with the same training settings and data
-    (`globe.train.resume_checkpoint`)."""
-    from globe.train import resume_checkpoint
-
-    return resume_checkpoint(cfg.checkpoint_dir, {**_fingerprint(cfg), "data": data_fingerprint}, cfg.resume,
-                             stamp_name=FINGERPRINT_FILE)
-
-
-def build_trainer(cfg: SFTConfigParams, train=None, evaluation=None):
+def build_trainer(cfg: SFTParams, train=None, evaluation=None):
     """The configured TRL SFTTrainer (model loaded with LoRA through `globe.models.load_vlm`)."""
-    from globe.config import offline_hub, seed_everything
+    from globe.config import prepare_run
     from globe.models import load_vlm, lora_settings, select_backend
 
-    if cfg.offline:
-        offline_hub()
-    seed_everything(cfg.seed)
+    prepare_run(cfg.seed, cfg.offline)
     backend = select_backend(cfg.backend)
     # Load the model first: on the unsloth backend, unsloth must be imported before TRL.
     model, processor = load_vlm(
@@ -285,29 +260,35 @@ def build_trainer(cfg: SFTConfigParams, train=None, evaluation=None):
     return trainer, processor
 
 
-def train_sft(cfg: SFTConfigParams | dict) -> Path:
+def train_sft(cfg: SFTParams | dict) -> Path:
     """Train the policy SFT adapter; returns the output directory (adapter + processor, `merged/` if asked).
 
-    Resumes from the last checkpoint under `<out>/checkpoints` when there is one. Writes the per-step loss CSV
-    (`log_csv`) and `<out>/train_summary.json` (steps, the step resumed from, losses, wall time).
+    Resumes the newest checkpoint of this experiment at or below `max_steps` (`globe.checkpoints`), or exports one
+    that already reached it without training. Writes the per-step loss CSV (`log_csv`) and
+    `<out>/train_summary.json` (steps, the step resumed from, losses, what the resume check decided).
     """
-    if isinstance(cfg, dict):
-        cfg = SFTConfigParams.from_params(cfg)
+    from globe.checkpoints import data_fingerprint, experiment_settings, export_checkpoint, prepare_resume
+
+    cfg = cfg if isinstance(cfg, SFTParams) else SFTParams.from_params(cfg)
     t0 = time.perf_counter()
-    resume_from = _last_checkpoint(cfg, data_fingerprint(cfg.dataset))  # before loading anything
+    settings = experiment_settings(cfg, ("max_steps", "num_train_epochs"), data=data_fingerprint(cfg.dataset))
+    plan = prepare_resume(cfg.checkpoint_dir, settings,  # before loading anything
+                          max_steps=cfg.max_steps if cfg.max_steps > 0 else None, resume=cfg.resume)
+    out = Path(cfg.out)
+    if plan.done:
+        export_checkpoint(plan.checkpoint, out)
+        _write_summary(out, {"base_model": cfg.base_model, "global_step": plan.step, "resumed_from_step": plan.step,
+                             "resume": plan.message})
+        return out
     trainer, processor = build_trainer(cfg)
-    resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
-    if resume_from:
-        log.info("resuming SFT from %s (step %d)", resume_from, resumed_step)
-    trainer.add_callback(_loss_logger(Path(cfg.log_csv), resumed_step))
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    trainer.add_callback(_loss_logger(Path(cfg.log_csv), plan.step))
+    result = trainer.train(resume_from_checkpoint=plan.checkpoint)
     metrics: dict = {}
     if trainer.eval_dataset is not None and len(trainer.eval_dataset):
         # The final eval loss: reuse the one logged at the last step when there is one, rather than evaluate twice.
         last = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
         metrics = last[-1] if last else trainer.evaluate()
 
-    out = Path(cfg.out)
     trainer.save_model(str(out))  # the LoRA adapter
     processor.save_pretrained(str(out))
     if cfg.save_merged:
@@ -317,7 +298,8 @@ def train_sft(cfg: SFTConfigParams | dict) -> Path:
     summary = {
         "base_model": cfg.base_model,
         "global_step": trainer.state.global_step,
-        "resumed_from_step": resumed_step,
+        "resumed_from_step": plan.step,
+        "resume": plan.message,
         "train_loss": result.training_loss if not math.isnan(result.training_loss) else None,
         "eval_loss": metrics.get("eval_loss"),
         "n_train": len(trainer.train_dataset),
@@ -326,6 +308,11 @@ def train_sft(cfg: SFTConfigParams | dict) -> Path:
         "steps_per_s": result.metrics.get("train_steps_per_second"),
         "wall_s": round(time.perf_counter() - t0, 2),
     }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write_summary(out, summary)
     log.info("SFT done: %s", summary)
     return out
+
+
+def _write_summary(out: Path, summary: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
