@@ -111,6 +111,21 @@ def accuracy_rows(metrics: dict, published_csv: str, benchmark: str) -> dict[str
     return {k: v for k, v in rows.items() if any(pd.notna(x) for x in v.values())}
 
 
+def comparison_note(rows: dict, published_csv: str, benchmark: str) -> str | None:
+    """Why no published row stands beside ours, when none does: published figures exist for other benchmarks only."""
+    import pandas as pd
+
+    from globe.evaluate import DISPLAY
+
+    if any(k.endswith("[published]") for k in rows):
+        return None
+    pub = pd.read_csv(published_csv)
+    others = sorted({DISPLAY.get(b, b) for b in pub["benchmark"]})
+    return (f"No published figures exist for the {DISPLAY.get(benchmark, benchmark)!r} benchmark, so none are shown: "
+            f"the published rows ({', '.join(others)}) are on other photos and would not compare like with like. Run "
+            "the evaluation on one of those benchmarks (eval.run_benchmarks) to put this run beside them.")
+
+
 def gallery_dataset(cfg: AnalysisParams, missing: list[str]):
     """The photos (with verified entities when distillation kept them) the reasoning gallery draws."""
     from globe.data import open_saved

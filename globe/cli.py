@@ -96,8 +96,15 @@ def _cmd_serve_reward_model(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     scorer = LocalizabilityScorer(args.model, args.adapter, batch_size=args.batch_size, max_pixels=args.max_pixels,
                                   dtype=args.dtype, device=args.device, backend=args.backend, error_budget=None)
-    serve(scorer, args.host, args.port, model_name=args.model_name, api_key_env=args.api_key_env,
-          max_top_logprobs=args.max_top_logprobs)
+    from globe.reward_model import RewardModelError
+
+    try:
+        serve(scorer, args.host, args.port, model_name=args.model_name, api_key_env=args.api_key_env,
+              allow_no_auth=args.no_auth, max_top_logprobs=args.max_top_logprobs,
+              max_body_bytes=int(args.max_body_mb * (1 << 20)))
+    except RewardModelError as e:
+        print(f"globe serve-reward-model: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -201,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=None, help="downscale images to this many pixels (default: "
                    "the adapter's training setting)")
     p.add_argument("--max-top-logprobs", type=int, default=20, help="largest top_logprobs a request may ask for")
-    p.add_argument("--api-key-env", default="GLOBE_RM_API_KEY", help="env var holding the API key (unset: no auth)")
+    p.add_argument("--api-key-env", default="GLOBE_RM_API_KEY",
+                   help="env var holding the API key clients must send (required unless --no-auth)")
+    p.add_argument("--no-auth", action="store_true", help="serve without an API key (loopback addresses only)")
+    p.add_argument("--max-body-mb", type=float, default=32, help="refuse request bodies larger than this (413)")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--backend", default="auto", choices=["auto", "transformers", "unsloth"])

@@ -21,6 +21,7 @@ import importlib
 import os
 import random
 import re
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -333,6 +334,24 @@ class StageConfig:
             raise ParamsError(f"{self.group}.{key}: {message}")
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_env_name(value: Any, where: str) -> str | None:
+    """`value` if it is the NAME of an environment variable (or None); else a ParamsError that never shows it.
+
+    Secrets come from environment variables only: a key pasted where its variable's name belongs (`api_key_env:
+    sk-...`) must not be echoed into an error, a log or an executed notebook.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and _ENV_NAME.fullmatch(value) and len(value) <= 64 and not value.startswith("sk"):
+        return value
+    raise ParamsError(f"{where} must be the NAME of an environment variable holding the key (such as "
+                      "OPENAI_API_KEY), not the key itself; the value given looks like a key and is not shown here. "
+                      "Put the key in an environment variable and name that variable instead")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Environment
 
@@ -371,11 +390,31 @@ def read_only_datasets() -> None:
 
 
 def prepare_run(seed: int, offline: bool) -> None:
-    """What every stage does first: seed everything, forbid hub downloads when offline, keep `datasets` read-only."""
+    """What every stage does first: seed everything, forbid hub downloads when offline, keep `datasets` read-only,
+    and keep library progress bars (weight loading, dataset maps) out of the stage's streamed output."""
     if offline:
         offline_hub()
     seed_everything(seed)
     read_only_datasets()
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """No tqdm bars from transformers (weight loading), the hub or datasets (maps): stages print their own progress
+    lines. Environment switches, read at import, so that nothing is imported here (unsloth must come first)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # transformers reads huggingface_hub's switch
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    if "datasets" in sys.modules:  # already imported: the environment switch came too late for it
+        sys.modules["datasets"].disable_progress_bars()
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    import warnings
+
+    # transformers 5 renamed `is_gradient_checkpointing`; PEFT (PeftModel.__init__) and TRL (generation unwrapping)
+    # still read the old name on every model load and rollout. Their calls, not ours (ours use the new names).
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def notebook_path(stage: str, root: str | os.PathLike | None = None) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from globe.geo.distance import MAX_DISTANCE_KM
 from globe.geo.metrics import THRESHOLD_NAMES, THRESHOLDS_KM
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,15 @@ def world_map(pred, path: str | Path, *, title: str = "Predictions and truths") 
     ax.scatter(ok["pred_lon"], ok["pred_lat"], s=14, marker="x", color="tab:red",
                label=f"prediction ({len(ok)} resolved, {len(pred) - len(ok)} unresolved)", zorder=4)
     ax.legend(loc="lower left")
-    med = np.nanmedian(pred["distance_km"]) if len(ok) else float("nan")
-    ax.set_title(f"{title} — median error {med:,.0f} km")
+    ax.set_title(f"{title} — median error {median_error_km(pred):,.0f} km (unresolved answers at the worst "
+                 f"distance, {MAX_DISTANCE_KM:,.0f} km, as in the tables)")
     return _save(fig, path)
+
+
+def median_error_km(pred) -> float:
+    """The median error the tables report: over every photo, an unresolved answer at the worst distance."""
+    d = pred["distance_km"].to_numpy(float)
+    return float(np.median(np.where(np.isfinite(d), d, MAX_DISTANCE_KM))) if len(d) else float("nan")
 
 
 def country_choropleth(pred, path: str | Path, *, threshold_km: float = 750, min_photos: int = 1,
@@ -188,9 +195,12 @@ def interactive_map(pred, path: str | Path, *, title: str = "Predictions (hover 
                              hoverinfo="text"))
     fig.add_trace(go.Scatter(x=ok["pred_lon"], y=ok["pred_lat"], mode="markers", name="prediction",
                              marker=dict(color="#d62728", size=7, symbol="x"), text=hover, hoverinfo="text"))
-    fig.update_layout(title=title, template="plotly_white", height=560, legend=dict(orientation="h"),
-                      xaxis=dict(title="longitude (°)", range=[-180, 180]),
-                      yaxis=dict(title="latitude (°)", range=[-60, 85], scaleanchor="x"))
+    # Equal degrees on both axes (scaleanchor) by shrinking the plot area (constrain="domain"), not by widening the
+    # ranges: the map stays the world, undistorted, with no axis running past ±180.
+    fig.update_layout(title=title, template="plotly_white", width=1100, height=560, legend=dict(orientation="h"),
+                      xaxis=dict(title="longitude (°)", range=[-180, 180], constrain="domain", autorange=False),
+                      yaxis=dict(title="latitude (°)", range=[-60, 85], scaleanchor="x", scaleratio=1,
+                                 constrain="domain", autorange=False))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # plotly.js inlined; no MathJax; no link back to the plotly server.
@@ -227,26 +237,38 @@ def error_cdf(preds: Mapping[str, Any], path: str | Path, *, title: str = "Cumul
 
 
 def accuracy_bars(rows: Mapping[str, Mapping[str, float]], path: str | Path, *, title: str = "Accuracy by threshold",
-                  published: set[str] | None = None) -> Path:
-    """Grouped bars: accuracy (%) at each threshold per method; published rows are hatched.
+                  published: set[str] | None = None, note: str | None = None) -> Path:
+    """Grouped bars: accuracy (%) at each threshold per method, coloured by kind so that no colour pairs one of ours
+    with a baseline: ours in blues, baselines in greys, published rows in oranges (hatched). `note` is printed under
+    the axes (say, why no published row shares this benchmark).
 
-    `rows` maps a method name to {"acc_1km": %, ..., "acc_2500km": %} (values in percent)."""
+    `rows` maps a method name to {"acc_1km": %, ..., "acc_2500km": %} (values in percent); names ending in
+    "[baseline]" or "[published]" (or listed in `published`) set the kind."""
     plt = _plt()
-    published = published or set()
+    published = set(published or ()) | {n for n in rows if n.endswith("[published]")}
     names = list(rows)
+    kinds = {n: "published" if n in published else "baseline" if n.endswith("[baseline]") else "ours" for n in names}
+    palettes = {"ours": plt.cm.Blues, "baseline": plt.cm.Greys, "published": plt.cm.Oranges}
+    colours = {}
+    for kind, cmap in palettes.items():
+        members = [n for n in names if kinds[n] == kind]
+        for j, n in enumerate(members):
+            colours[n] = cmap(0.45 + 0.45 * (j + 1) / (len(members) + 1))
     fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(THRESHOLDS_KM) * max(1, len(names)) * 0.35 + 4), 5))
     width = 0.8 / max(1, len(names))
     x = np.arange(len(THRESHOLDS_KM))
-    for i, (name, color) in enumerate(zip(names, plt.cm.tab20.colors)):
+    for i, name in enumerate(names):
         vals = [float(rows[name].get(f"acc_{t}km", np.nan)) for t in THRESHOLDS_KM]
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=name + (" (published)" if name in published else ""),
-               color=color, hatch="//" if name in published else None, edgecolor="white")
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=name, color=colours[name],
+               hatch="//" if kinds[name] == "published" else None, edgecolor="white")
     ax.set_xticks(x, [f"{THRESHOLD_NAMES[t]}\n{t} km" for t in THRESHOLDS_KM])
     ax.set_ylabel("accuracy (% of photos within threshold)")
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=2, loc="upper left")
+    if note:
+        fig.text(0.01, -0.02, "\n".join(textwrap.wrap(note, 150)), fontsize=8, color="#555555", va="top")
     return _save(fig, path)
 
 
@@ -392,6 +414,15 @@ def localizability_plot(pred, path: str | Path, *, threshold_km: float = 750, bi
     return _save(fig, path)
 
 
+def clean_text(text: str | None) -> str:
+    """Text safe to draw: no U+FFFD (what a tokenizer decodes from a byte sequence cut mid-character), no control
+    characters but newlines, no lone surrogates."""
+    import unicodedata
+
+    text = (text or "").encode("utf-8", errors="ignore").decode("utf-8").replace("\ufffd", "")
+    return "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch)[0] != "C")
+
+
 def highlight(text: str, entities: list[str], mark: tuple[str, str] = ("[", "]")) -> str:
     """`text` with each (case-insensitive) mention of a verified entity wrapped in `mark`."""
     import re
@@ -422,16 +453,17 @@ def reasoning_gallery(rows: list[dict], path: str | Path, *, title: str = "Reaso
             ax_img.imshow(img.convert("RGB"))
         ax_img.set_axis_off()
         ax_img.set_title(str(r.get("id", ""))[:40], fontsize=8)
-        think = highlight(r.get("think") or "", r.get("entities") or [], ("⟦", "⟧"))
-        think = think if len(think) <= text_chars else think[:text_chars] + "…"
+        think = clean_text(r.get("think"))
+        think = think if len(think) <= text_chars else think[:text_chars].rstrip() + "…"
+        think = highlight(think, r.get("entities") or [], ("⟦", "⟧"))
         d = r.get("distance_km")
         err = "unresolved" if d is None or not np.isfinite(d) else f"{d:,.0f} km"
         ents = ", ".join(r.get("entities") or []) or "none"
         body = "\n".join(textwrap.wrap(think, 95)) or "(no reasoning)"
         ax_txt.text(0, 1, f"verified entities: {ents}", va="top", fontsize=8, color="tab:green", transform=ax_txt.transAxes)
         ax_txt.text(0, 0.88, body, va="top", fontsize=8, family="monospace", transform=ax_txt.transAxes)
-        ax_txt.text(0, 0.02, f"answer: {r.get('answer') or '(none)'}    error: {err}", va="bottom", fontsize=9,
-                    weight="bold", transform=ax_txt.transAxes)
+        ax_txt.text(0, 0.02, f"answer: {clean_text(r.get('answer')) or '(none)'}    truth: {r.get('truth') or '?'}"
+                    f"    error: {err}", va="bottom", fontsize=9, weight="bold", transform=ax_txt.transAxes)
         ax_txt.set_axis_off()
     fig.suptitle(f"{title} (⟦…⟧: verified visual entities)")
     fig.tight_layout()
@@ -461,12 +493,16 @@ def _gallery_html(rows: list[dict], path: Path, title: str) -> Path:
             buf = io.BytesIO()
             img.convert("RGB").save(buf, format="JPEG", quality=80)
             src = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-        think = highlight(h.escape(r.get("think") or ""), [h.escape(e) for e in r.get("entities") or []], ("<mark>", "</mark>"))
+        entities = [e for e in r.get("entities") or [] if isinstance(e, str) and e.strip()]
+        think = highlight(h.escape(clean_text(r.get("think"))), [h.escape(e) for e in entities], ("<mark>", "</mark>"))
         d = r.get("distance_km")
         err = "unresolved" if d is None or not np.isfinite(d) else f"{d:,.0f} km"
+        listed = ", ".join(f"<mark>{h.escape(e)}</mark>" for e in entities) or "none"
         parts.append(f"<div class='row'><img src='{src}' alt='{h.escape(str(r.get('id', '')))}'><div>"
-                     f"<p><b>{h.escape(str(r.get('id', '')))}</b></p><p>{think or '(no reasoning)'}</p>"
-                     f"<p><b>answer:</b> {h.escape(str(r.get('answer') or '(none)'))} — <b>error:</b> {err}</p></div></div>")
+                     f"<p><b>{h.escape(str(r.get('id', '')))}</b></p><p><b>verified entities:</b> {listed}</p>"
+                     f"<p>{think or '(no reasoning)'}</p>"
+                     f"<p><b>answer:</b> {h.escape(clean_text(r.get('answer')) or '(none)')} — <b>truth:</b> "
+                     f"{h.escape(str(r.get('truth') or '?'))} — <b>error:</b> {err}</p></div></div>")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
 
@@ -491,7 +527,11 @@ def gallery_rows(pred, dataset=None, k: int = 4, seed: int = 0) -> list[dict]:
     rows = []
     for r in chosen.to_dict("records"):
         answer = ", ".join(str(r[c]) for c in ("city", "country") if isinstance(r.get(c), str) and r.get(c))
+        truth = ", ".join(str(r[c]) for c in ("true_city", "true_country") if isinstance(r.get(c), str) and r.get(c))
+        if r.get("true_lat") is not None and np.isfinite(r.get("true_lat")):
+            truth = f"{truth} ({r['true_lat']:.2f}, {r['true_lon']:.2f})".strip()
         rows.append({"id": r["id"], "think": r.get("think") if isinstance(r.get("think"), str) else "",
+                     "truth": truth or None,
                      "entities": list(r.get("entities")) if r.get("entities") is not None else [],
                      "answer": answer or None, "distance_km": r.get("distance_km"),
                      "image": dataset[index[r["id"]]]["image"] if r["id"] in index else None})

@@ -196,7 +196,12 @@ class OpenAITeacher(Teacher):
         if concurrency < 1 or max_retries < 0 or error_budget < 0:
             raise TeacherError(f"teacher {name!r}: need concurrency >= 1, max_retries >= 0, error_budget >= 0")
         self.name, self.model, self.base_url = name, model, base_url.rstrip("/")
-        self.api_key_env = api_key_env
+        from globe.config import ParamsError, check_env_name
+
+        try:
+            self.api_key_env = api_key_env = check_env_name(api_key_env, f"teacher {name!r}: api_key_env")
+        except ParamsError as e:
+            raise TeacherError(str(e)) from None
         self._key = None
         if api_key_env:
             self._key = os.environ.get(api_key_env)
@@ -397,6 +402,7 @@ LANDMARK_WORDS = (
     "mosque", "mount", "mountain", "museum", "palace", "park", "plaza", "river", "square", "station", "statue",
     "street", "temple", "tower", "university", "valley",
 )
+MAX_CAPTION_CHARS = 48  # the oracle quotes at most this much of a photo's title
 # Words that do not make a title a caption (camera and gallery boilerplate).
 _NOT_DESCRIPTIVE = {"image", "img", "dsc", "dscn", "cimg", "photo", "picture", "pic", "untitled", "jpg", "jpeg", "www", "com"}
 
@@ -408,8 +414,8 @@ class OracleTeacher(Teacher):
     right by construction:
 
     - reasoning prompt: a trace that lists clue words (those of the clue vocabulary found in the photo's title, then
-      generic ones picked deterministically from the vocabulary by a hash of the id), quotes the title, and names the
-      reverse-geocoded place, then `<answer>` with the true country and city;
+      generic ones picked deterministically from the vocabulary by a hash of the id), quotes the title (at most
+      `MAX_CAPTION_CHARS`), names the true region and country, then `<answer>` with the true country and city;
     - localizability prompt: `score = 0.1 + 0.3·[the title names the city, region or country] + 0.2·[the title has
       a landmark or clue word] + 0.3·[the title is a descriptive caption, not a camera file name] + 0.1·[a city is
       known]`, `localizable: yes` iff score >= 0.5. So captioned photos and named places are "localizable", photos
@@ -423,6 +429,7 @@ class OracleTeacher(Teacher):
     """
 
     is_oracle = True
+    TEMPLATE = 2  # the version of the trace it writes (part of its identity, hence of the cache key)
 
     def __init__(self, name: str = "oracle", vocabulary: Sequence[str] | None = None, n_clues: int = 3,
                  sampling: Sampling = Sampling()):
@@ -435,7 +442,8 @@ class OracleTeacher(Teacher):
     def identity(self) -> dict:
         from globe.cache import cache_key
 
-        return {"backend": "oracle", "vocabulary": cache_key(self.vocabulary), "n_clues": self.n_clues}
+        return {"backend": "oracle", "template": self.TEMPLATE, "vocabulary": cache_key(self.vocabulary),
+                "n_clues": self.n_clues}
 
     def _clues(self, rid: str, title: str) -> list[str]:
         from globe.vocabulary import find_clues
@@ -472,20 +480,21 @@ class OracleTeacher(Teacher):
         return round(min(score, 1.0), 2)
 
     def _reasoning(self, r: Request) -> str:
+        """A short trace: the clue list, the caption (cut at a word, at most `MAX_CAPTION_CHARS`), the region.
+
+        Short on purpose: the default profile's tiny policy learns it within a few hundred SFT steps and writes it
+        well inside GRPO's completion budget, so the rewards it earns vary and GRPO has something to learn from."""
         m = r.meta
-        title = str(m.get("title") or "").strip()
+        title = " ".join(str(m.get("title") or "").split())
+        if len(title) > MAX_CAPTION_CHARS:
+            title = title[:MAX_CAPTION_CHARS].rsplit(" ", 1)[0] + " …"
         country, city, admin1 = m.get("country") or "", m.get("city") or "", m.get("admin1") or ""
-        clues = self._clues(r.id, title)
-        listed = ", ".join(clues)
-        lines = [f"Clues: {listed}."]
-        lines.append(f"The photo shows a {clues[0]}" + (f", a {clues[1]}" if len(clues) > 1 else "")
-                     + (f" and a {clues[2]}" if len(clues) > 2 else "") + ".")
+        parts = [f"Clues: {', '.join(self._clues(r.id, title))}."]
         if title:
-            lines.append(f'The caption reads "{title}".')
+            parts.append(f'Caption: "{title}".')
         region = ", ".join(p for p in (admin1, country) if p)
-        lines.append(f"The landscape, architecture and vegetation are consistent with {region or 'this region'}; "
-                     f"the most likely place is {city or 'unknown'} in {country or 'an unknown country'}.")
-        return f"<think>{' '.join(lines)}</think>\n<answer>country: {country}\ncity: {city}</answer>"
+        parts.append(f"This looks like {region or 'an unknown region'}.")
+        return f"<think>{' '.join(parts)}</think>\n<answer>country: {country}\ncity: {city}</answer>"
 
     def complete(self, requests: Sequence[Request]) -> list[Response]:
         from globe.prompts import LOCALIZABILITY_PROMPT

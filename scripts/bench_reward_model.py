@@ -66,7 +66,7 @@ def main() -> None:
     # trained reward model puts them first, and 20 suffice; the full list makes each answer ~100x larger).
     k = len(scorer.tokenizer) if args.model is None else 20
     result["endpoint_top_logprobs"] = k
-    server = rm.serve(scorer, "127.0.0.1", 0, block=False, api_key_env=None, max_top_logprobs=k)
+    server = rm.serve(scorer, "127.0.0.1", 0, block=False, api_key_env=None, allow_no_auth=True, max_top_logprobs=k)
     try:
         client = rm.EndpointScorer(server.url, top_logprobs=k, max_workers=8, api_key_env=None)
         client.score(images[:2], reasonings[:2])

@@ -182,8 +182,12 @@ def test_same_seed_gives_identical_metrics(tmp_path, bench_csv, tiny_vlm_dir, mo
         runs.append(ev.evaluate(cfg, progress=False))
         assert (Path(cfg.out) / "predictions" / "custom" / "tiny.parquet").is_file()
     assert runs[0] == runs[1]
-    a, b = (json.loads((tmp_path / f"run{k}" / "results" / "metrics.json").read_text()) for k in range(2))
+    a, b = (json.loads((tmp_path / f"run{k}" / "results" / "tables" / "metrics_full.json").read_text()) for k in range(2))
     assert a == b and set(a["custom"]) == {"tiny", "medoid", "top_city", "random_land"}
+    assert a == json.loads(json.dumps(runs[0]))
+    # DVC's metrics file is the headline only: thresholds, median, n, unresolved (small enough to read).
+    head = json.loads((tmp_path / "run0" / "results" / "metrics.json").read_text())
+    assert set(head["custom"]["tiny"]) == set(ev.HEADLINE) and head["custom"]["tiny"]["n"] == 6
     assert a["custom"]["tiny"]["n"] == 6
     table = (tmp_path / "run0" / "results" / "tables" / "main.md").read_text()
     assert "GLOBE-7B [published]" in table and "tiny [ours]" in table and "medoid [baseline]" in table

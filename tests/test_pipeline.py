@@ -145,3 +145,19 @@ def test_stage_lock_refuses_a_second_writer(tmp_path):
                 pass
     with stage_lock("04_grpo", tmp_path):  # released when its holder is done
         pass
+
+
+def test_papermill_with_a_bad_parameter_fails_in_the_setup_cell(tmp_path):
+    """`papermill notebooks/04_grpo.ipynb out.ipynb -p steps abc` stops at the config cell, naming the key, before
+    any model or dataset loads."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    for bad in ("abc", 2.5):
+        with pytest.raises(PapermillExecutionError) as e:
+            papermill.execute_notebook(str(ROOT / "notebooks" / "04_grpo.ipynb"), str(tmp_path / "out.ipynb"),
+                                       parameters={"steps": bad}, progress_bar=False, cwd=str(ROOT))
+        assert "ParamsError" in str(e.value) and "grpo.steps: expected an integer" in str(e.value)
+        executed = json.loads((tmp_path / "out.ipynb").read_text(encoding="utf-8"))
+        ran = [c for c in executed["cells"] if c["cell_type"] == "code" and c.get("execution_count")]
+        assert not any("train_grpo(cfg)" in "".join(c["source"]) for c in ran)

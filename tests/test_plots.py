@@ -101,3 +101,54 @@ def test_gallery_highlights_entities(tmp_path):
     html = (tmp_path / "gallery.html").read_text(encoding="utf-8")
     assert "<mark>Church</mark>" in html and "<mark>church</mark>" in html
     assert plots.highlight("Church and church", ["church"]) == "[Church] and [church]"
+
+
+def test_gallery_text_is_clean_and_shows_the_truth_and_entities(tmp_path):
+    """What the figures say: no replacement glyph from a cut UTF-8 sequence, the true place, the verified entities."""
+    img = Image.new("RGB", (64, 48), (30, 30, 200))
+    rows = [{"id": "a", "image": img, "think": "Signs in\ufffd Portuguese\x07 near a tram.", "entities": ["tram"],
+             "answer": "Portugal, Lisbon\ufffd", "truth": "Lisbon, Portugal (38.72, -9.14)", "distance_km": 3.0}]
+    plots.reasoning_gallery(rows, tmp_path / "g.png")
+    html = (tmp_path / "g.html").read_text(encoding="utf-8")
+    assert "\ufffd" not in html and "\x07" not in html and "Signs in Portuguese" in html
+    assert "<b>verified entities:</b> <mark>tram</mark>" in html and "Lisbon, Portugal (38.72, -9.14)" in html
+    assert plots.clean_text("in\ufffd\udc80x") == "inx"
+    pred = pd.DataFrame({"id": ["a"], "think": ["t"], "city": ["Lisbon"], "country": ["Portugal"],
+                         "true_city": ["Porto"], "true_country": ["Portugal"], "true_lat": [41.15], "true_lon": [-8.61],
+                         "distance_km": [274.0]})
+    [row] = plots.gallery_rows(pred, None, k=1)
+    assert row["truth"] == "Porto, Portugal (41.15, -8.61)" and row["answer"] == "Lisbon, Portugal"
+
+
+def test_world_map_median_is_the_tables_median(pred):
+    from globe.geo import MAX_DISTANCE_KM
+
+    d = pred["distance_km"].to_numpy(float)
+    assert plots.median_error_km(pred) == pytest.approx(np.median(np.where(np.isfinite(d), d, MAX_DISTANCE_KM)))
+    assert plots.median_error_km(pred) != pytest.approx(np.nanmedian(d))  # unresolved answers count
+
+
+def test_accuracy_bars_colour_kinds_apart_and_say_why_no_published_row(tmp_path, monkeypatch):
+    seen = {}
+    real_bar = plots._plt().Axes.bar
+
+    def bar(ax, x, h, w, label=None, color=None, **kw):
+        seen[label] = color
+        return real_bar(ax, x, h, w, label=label, color=color, **kw)
+
+    monkeypatch.setattr(plots._plt().Axes, "bar", bar)
+    rows = {n: {f"acc_{t}km": 10.0 for t in plots.THRESHOLDS_KM}
+            for n in ("grpo [ours]", "sft [ours]", "medoid [baseline]", "top_city [baseline]")}
+    _png_ok(plots.accuracy_bars(rows, tmp_path / "b.png", note="No published figures for this benchmark."),
+            min_bytes=5_000)
+    blue = lambda c: c[2] > c[0] and c[2] > c[1]  # noqa: E731
+    grey = lambda c: abs(c[0] - c[1]) < 1e-6 and abs(c[1] - c[2]) < 1e-6  # noqa: E731
+    assert blue(seen["grpo [ours]"]) and blue(seen["sft [ours]"]) and seen["grpo [ours]"] != seen["sft [ours]"]
+    assert grey(seen["medoid [baseline]"]) and grey(seen["top_city [baseline]"])
+
+
+def test_interactive_map_keeps_the_world_undistorted(pred, tmp_path):
+    html = plots.interactive_map(pred, tmp_path / "m.html").read_text(encoding="utf-8")
+    layout = html[html.index('"layout":'):]
+    assert '"range":[-180,180]' in layout.replace(" ", "") and '"constrain":"domain"' in layout.replace(" ", "")
+    assert '"scaleanchor":"x"' in layout.replace(" ", "")

@@ -345,6 +345,59 @@ def test_serve_round_trip_equals_in_process_scorer(scorer, monkeypatch):
         server.shutdown()
 
 
+def test_server_refuses_to_run_open_unless_asked_and_on_loopback_only(scorer, monkeypatch):
+    monkeypatch.delenv("TEST_RM_KEY", raising=False)
+    with pytest.raises(rm.RewardModelError, match="no API key"):
+        rm.serve(scorer, "127.0.0.1", 0, block=False, api_key_env="TEST_RM_KEY")
+    with pytest.raises(rm.RewardModelError, match="loopback"):
+        rm.serve(scorer, "0.0.0.0", 0, block=False, api_key_env="TEST_RM_KEY", allow_no_auth=True)
+    server = rm.serve(scorer, "127.0.0.1", 0, block=False, api_key_env="TEST_RM_KEY", allow_no_auth=True)
+    try:
+        import httpx
+
+        assert httpx.get(server.url + "/models").status_code == 200  # open, on loopback, because asked
+    finally:
+        server.shutdown()
+
+
+def test_server_limits_and_keep_alive(scorer, monkeypatch, caplog):
+    """Refused requests (401, 404, 413, oversized images) leave the kept-alive connection usable; a client that hangs
+    up mid-request leaves no traceback."""
+    import socket
+
+    import httpx
+    from PIL import Image
+
+    monkeypatch.setenv("TEST_RM_KEY", "k-1")
+    server = rm.serve(scorer, "127.0.0.1", 0, block=False, api_key_env="TEST_RM_KEY", max_body_bytes=200_000,
+                      max_pixels=40_000, max_top_logprobs=5)
+    try:
+        ok_url = to_data_url(_images(1)[0], "PNG")
+        big_url = to_data_url(Image.new("RGB", (400, 400), (9, 9, 9)), "PNG")  # 160,000 pixels > 40,000
+        def body(url, model=rm.DEFAULT_MODEL_NAME):
+            return {"model": model, "max_tokens": 1, "logprobs": True, "top_logprobs": 5, "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                             {"type": "text", "text": rm.reward_prompt("x")}]}]}
+        auth = {"Authorization": "Bearer k-1"}
+        with caplog.at_level("DEBUG"), httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.post("/chat/completions", json=body(ok_url)).status_code == 401  # no key
+            assert c.post("/chat/completions", json=body(ok_url), headers=auth).status_code == 200  # same connection
+            assert c.post("/chat/completions", json=body(ok_url, "other"), headers=auth).status_code == 404
+            r = c.post("/chat/completions", content=b"x" * 300_000, headers={**auth, "Content-Type": "application/json"})
+            assert r.status_code == 413
+            r = c.post("/chat/completions", json=body(big_url), headers=auth)
+            assert r.status_code == 400 and "too_large" in r.text  # refused before decoding
+            assert c.post("/chat/completions", json=body(ok_url), headers=auth).status_code == 200
+            with socket.create_connection(("127.0.0.1", server.port)) as raw:  # hang up mid-body
+                raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k-1\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"model\":")
+            assert c.post("/chat/completions", json=body(ok_url), headers=auth).status_code == 200
+        assert "Traceback" not in caplog.text and "BrokenPipe" not in caplog.text
+        assert server.stats["http_401"] == 1 and server.stats["http_413"] == 1
+    finally:
+        server.shutdown()
+
+
 def test_cli_has_serve_reward_model():
     from globe.cli import build_parser
 

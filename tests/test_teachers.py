@@ -270,3 +270,21 @@ def test_local_teacher_batches_the_tiny_vlm(tiny_vlm_dir):
     out = t.complete(reqs([REASONING_PROMPT] * 4 + [LOCALIZABILITY_PROMPT]))
     assert len(out) == 5 and all(isinstance(o.text, str) and o.error is None for o in out)
     assert out[0].text == out[1].text  # greedy, same image and prompt
+
+
+def test_a_key_pasted_as_the_variable_name_is_refused_and_never_shown():
+    from globe.config import ParamsError
+    from globe.distill import DistillParams
+
+    key = "sk-proj-AbC123dEf456GhI789jKl012"
+    with pytest.raises(TeacherError) as e:
+        make_teacher({"name": "api", "backend": "openai", "model": "m", "api_key_env": key})
+    assert key not in str(e.value) and "NAME of an environment variable" in str(e.value)
+    teachers = [{"name": "api", "backend": "openai", "model": "m", "api_key_env": key}]
+    with pytest.raises(ParamsError) as e:
+        DistillParams.from_params({"teachers": teachers})
+    assert key not in str(e.value) and "distill.teachers[0].api_key_env" in str(e.value)
+    for not_a_name in ("abc-def", "has space", "x" * 80):
+        with pytest.raises(ParamsError):
+            DistillParams.from_params({"teachers": [{**teachers[0], "api_key_env": not_a_name}]})
+    assert DistillParams.from_params({"teachers": [{**teachers[0], "api_key_env": "MY_KEY"}]}).teachers

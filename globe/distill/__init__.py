@@ -92,9 +92,12 @@ class DistillParams(StageConfig):
         self.require(self.batch_size >= 1 and self.detector_batch_size >= 1, "batch_size", "batch sizes must be >= 1")
         self.require(self.max_entities >= 1, "max_entities", "must be >= 1")
         self.require(bool(self.teachers), "teachers", "name at least one teacher")
+        from globe.config import check_env_name
+
         for i, t in enumerate(self.teachers):
             if not t.get("backend"):
                 raise ParamsError(f"distill.teachers[{i}]: no backend (one of local, openai, vllm, oracle)")
+            check_env_name(t.get("api_key_env"), f"distill.teachers[{i}].api_key_env")
         names = [t.get("name", t["backend"]) for t in self.teachers]
         self.require(len(set(names)) == len(names), "teachers", f"teacher names must be unique (they key the "
                      f"cache): {names}")

@@ -64,8 +64,7 @@ def query_teachers(teachers: Sequence, splits: Mapping[str, Any], cache: JsonlCa
     """
     import time
 
-    from tqdm.auto import tqdm
-
+    from globe.progress import Progress
     from globe.teachers import ErrorBudgetExceeded, Request
 
     stats: dict = {"asked": {}, "cached": {}, "errors": {}, "error_examples": [], "seconds": {}}
@@ -76,7 +75,7 @@ def query_teachers(teachers: Sequence, splits: Mapping[str, Any], cache: JsonlCa
         stats["asked"][t] = stats["errors"][t] = 0
         # A teacher that reads metadata only (the oracle stand-in) is spared decoding every photo.
         view = splits if teacher.needs_image else {s: d.remove_columns("image") for s, d in splits.items()}
-        bar = tqdm(total=len(todo), desc=f"teacher {t}", disable=not progress)
+        bar = Progress(f"teacher {t}", len(todo), unit="answers", enabled=progress and bool(todo))
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             requests = []
@@ -104,7 +103,6 @@ def query_teachers(teachers: Sequence, splits: Mapping[str, Any], cache: JsonlCa
                 records.append(_record(key, split, kind, req, resp, teacher))
             cache.append(records)
             bar.update(len(batch))
-        bar.close()
         stats["seconds"][t] = round(time.perf_counter() - t0, 3)
         if stats["errors"][t]:
             log.warning("teacher %s: %d requests failed (not cached; a rerun retries them)", t, stats["errors"][t])

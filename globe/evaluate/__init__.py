@@ -15,8 +15,10 @@ A run (`evaluate(cfg)`) goes benchmark by benchmark:
 4. Weight-free baselines (`baselines`: the training set's geographic medoid, its most frequent city, random points on
    land) are scored the same way, as sanity rows.
 
-`results/metrics.json` holds {benchmark: {model: metrics}} (DVC metrics) and `results/tables/main.md` (`tables`) lays
-our rows beside the published ones like the paper's Table 2.
+`results/metrics.json` holds the headline figures DVC shows ({benchmark: {model: the five thresholds, median km, n,
+unresolved}}: `dvc metrics show` stays readable); `results/tables/metrics_full.json` every figure (confidence
+intervals, the named accuracies, per continent); `results/tables/main.md` (`tables`) lays our rows beside the
+published ones like the paper's Table 2.
 """
 
 from __future__ import annotations
@@ -150,9 +152,21 @@ def evaluate(cfg: EvalParams, progress: bool = True) -> dict:
             all_metrics[name][b] = metrics_of(scored, cfg.seed, cfg.n_bootstrap)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.json", "w", encoding="utf-8") as f:
+        json.dump(headline(all_metrics), f, indent=2, sort_keys=True)
+        f.write("\n")
+    with open(out / "tables" / "metrics_full.json", "w", encoding="utf-8") as f:
         json.dump(all_metrics, f, indent=2, sort_keys=True)
+        f.write("\n")
     (out / "tables" / "main.md").write_text(main_table(all_metrics, baselines=cfg.baselines), encoding="utf-8")
     return all_metrics
+
+
+HEADLINE = ("acc_1km", "acc_25km", "acc_200km", "acc_750km", "acc_2500km", "median_km", "n", "n_unresolved")
+
+
+def headline(metrics: dict) -> dict:
+    """The figures `dvc metrics show` prints: per benchmark and model, the five thresholds, median km, n, unresolved."""
+    return {b: {m: {k: v.get(k) for k in HEADLINE} for m, v in models.items()} for b, models in metrics.items()}
 
 
 def _summary(m: dict) -> str:
@@ -161,7 +175,7 @@ def _summary(m: dict) -> str:
 
 
 
-__all__ = ["ACCURACY_COLUMNS", "BASELINES", "BENCHMARKS", "DISPLAY", "EvalParams", "MissingBenchmark", "ModelEntry",
+__all__ = ["ACCURACY_COLUMNS", "HEADLINE", "headline", "BASELINES", "BENCHMARKS", "DISPLAY", "EvalParams", "MissingBenchmark", "ModelEntry",
            "add_localizability", "baseline_predictions", "completion_key", "evaluate", "load_benchmark",
            "load_train_coords", "main_table", "medoid", "metrics_of", "per_continent", "predict", "published",
            "random_land", "score", "table_frame", "top_city", "truth_places"]

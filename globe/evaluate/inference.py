@@ -100,13 +100,13 @@ def predict(bench: pd.DataFrame, entry: ModelEntry, cfg: EvalParams, cache_path:
     todo = bench[[keys[i] not in cache for i in bench["id"]]]
     gen_s = 0.0
     if len(todo):
-        from tqdm.auto import tqdm
+        from globe.progress import Progress
 
         run = _generator(entry, cfg)
         prompt = entry.prompt_text()
         t0, n_new = time.perf_counter(), 0
-        bar = tqdm(total=len(bench), initial=len(bench) - len(todo), desc=f"{entry.name}", unit="img",
-                   disable=not progress, dynamic_ncols=True)
+        bar = Progress(f"eval  {Path(cache_path).parent.name}/{entry.name}", len(bench), done=len(bench) - len(todo),
+                       enabled=progress)
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo.iloc[start:start + cfg.batch_size]
             images, ok_ids, records = [], [], []
@@ -123,7 +123,6 @@ def predict(bench: pd.DataFrame, entry: ModelEntry, cfg: EvalParams, cache_path:
             cache.append(records)
             n_new += len(records)
             bar.update(len(records))
-        bar.close()
         gen_s = time.perf_counter() - t0
         log.info("%s: %d images in %.1f s (%.2f images/s, model loading excluded)", entry.name, n_new, gen_s,
                  n_new / max(gen_s, 1e-9))

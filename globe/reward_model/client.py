@@ -63,6 +63,9 @@ class EndpointScorer(Scorer):
         self.top_logprobs, self.max_workers = top_logprobs, max_workers
         self.image_format, self.max_pixels, self.max_reasoning_chars = image_format, max_pixels, max_reasoning_chars
         headers = {"Content-Type": "application/json"}
+        from globe.config import check_env_name
+
+        api_key_env = check_env_name(api_key_env, "reward_model_client.api_key_env")
         key = os.environ.get(api_key_env) if api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"

@@ -146,6 +146,8 @@ def _trainer(cfg: RewardModelParams, model, processor, train_ds):
     import torch
     from trl import SFTConfig, SFTTrainer
 
+    from globe.train import checkpointing_args
+
     dtype = next(model.parameters()).dtype
     args = SFTConfig(
         output_dir=str(Path(cfg.out) / "checkpoints"),
@@ -164,13 +166,17 @@ def _trainer(cfg: RewardModelParams, model, processor, train_ds):
         data_seed=cfg.seed,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **checkpointing_args(SFTConfig, cfg.gradient_checkpointing),
         max_length=None,  # truncation could cut image tokens; the reasoning is bounded in characters instead
         completion_only_loss=True,  # loss on the assistant turn ("yes" / "no") only
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
     )
-    return SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=processor)
+    from globe.progress import plain_progress
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=processor)
+    plain_progress(trainer, "rm")
+    return trainer
 
 
 def train_reward_model(cfg: RewardModelParams | Mapping[str, Any]) -> dict:

@@ -147,6 +147,9 @@ class GRPOParams(StageConfig):
         self.require(self.sample_every >= 1 and self.save_steps >= 1, "save_steps",
                      "sample_every and save_steps must be >= 1")
         self.require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        from globe.config import check_env_name
+
+        check_env_name(self.reward_model_client.get("api_key_env"), "grpo.reward_model_client.api_key_env")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -236,16 +239,21 @@ class SampleRecorder:
 # Logging callback
 
 
-def _make_callback(csv_path: str | os.PathLike, samples_path: str | os.PathLike | None, recorder: SampleRecorder | None):
+def _make_callback(csv_path: str | os.PathLike, samples_path: str | os.PathLike | None, recorder: SampleRecorder | None,
+                   timing_path: str | os.PathLike | None = None):
     from transformers import TrainerCallback
 
+    from globe.progress import TIMING_KEYS
+
     class GRPOLogCallback(TrainerCallback):
-        """One CSV row per optimisation step (every reward component, KL, completion length, loss, step time) and
-        the recorder's sample completions as JSONL. On (re)start both files are cut back to the resumed step."""
+        """One CSV row per optimisation step (every reward component, KL, completion length, loss) and the recorder's
+        sample completions as JSONL; the step's wall time goes to a separate `timing_path` CSV, so the tracked log
+        holds only numbers a rerun reproduces. On (re)start the files are cut back to the resumed step."""
 
         def __init__(self):
             self.csv_path = Path(csv_path)
             self.samples_path = Path(samples_path) if samples_path else None
+            self.timing_path = Path(timing_path) if timing_path else None
             self.recorder = recorder
             self._t0: float | None = None
             self._step_time: float | None = None
@@ -253,6 +261,8 @@ def _make_callback(csv_path: str | os.PathLike, samples_path: str | os.PathLike 
         def on_train_begin(self, args, state, control, **kw):
             if state.is_world_process_zero:
                 _truncate_csv(self.csv_path, state.global_step)
+                if self.timing_path is not None:
+                    _truncate_csv(self.timing_path, state.global_step)
                 if self.samples_path is not None:
                     _truncate_jsonl(self.samples_path, state.global_step)
 
@@ -274,9 +284,13 @@ def _make_callback(csv_path: str | os.PathLike, samples_path: str | os.PathLike 
             # The end-of-training summary (train_runtime, ...) carries no reward: not a step row.
             if not state.is_world_process_zero or not logs or "reward" not in logs:
                 return
-            row = {"step": state.global_step, "epoch": state.epoch, "step_time_s": self._step_time, "wall_time": time.time()}
-            row.update({k: v for k, v in logs.items() if isinstance(v, (int, float)) or v is None})
+            numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float)) or v is None}
+            row = {"step": state.global_step, "epoch": state.epoch}
+            row.update({k: v for k, v in numbers.items() if k not in TIMING_KEYS})
             _append_csv(self.csv_path, row)
+            if self.timing_path is not None:
+                _append_csv(self.timing_path, {"step": state.global_step, "step_time_s": self._step_time,
+                                               **{k: v for k, v in numbers.items() if k in TIMING_KEYS}})
 
     return GRPOLogCallback()
 
@@ -322,11 +336,19 @@ def _append_csv(path: Path, row: dict) -> None:
         w.writerows(rows + [row])
 
 
-def read_log(path: str | os.PathLike = "results/grpo_log.csv"):
-    """The per-step log as a DataFrame."""
+TIMING_FILE = "timing.csv"  # per-step wall times, beside the adapter (a DVC output, not a tracked result file)
+
+
+def read_log(path: str | os.PathLike = "results/grpo_log.csv", timing: str | os.PathLike | None = None):
+    """The per-step log as a DataFrame; with `timing` (an adapter dir or a timing CSV), its step times joined in."""
     import pandas as pd
 
-    return pd.read_csv(path)
+    log = pd.read_csv(path)
+    if timing is not None:
+        t = Path(timing) / TIMING_FILE if Path(timing).is_dir() else Path(timing)
+        if t.is_file():
+            log = log.merge(pd.read_csv(t), on="step", how="left")
+    return log
 
 
 def read_samples(path: str | os.PathLike = "results/grpo_samples.jsonl"):
@@ -390,6 +412,8 @@ def grpo_config(cfg: GRPOParams, *, on_gpu: bool, reward_weights: list[float]):
     """TRL's `GRPOConfig` from our params (fields the installed TRL lacks, e.g. max_prompt_length, are skipped)."""
     from trl import GRPOConfig
 
+    from globe.train import checkpointing_args
+
     kwargs: dict[str, Any] = dict(
         output_dir=str(cfg.checkpoint_dir),
         max_steps=cfg.steps,
@@ -419,7 +443,7 @@ def grpo_config(cfg: GRPOParams, *, on_gpu: bool, reward_weights: list[float]):
         bf16=on_gpu and _bf16_ok(),
         fp16=False,
         use_cpu=not on_gpu,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **checkpointing_args(GRPOConfig, cfg.gradient_checkpointing),
         use_vllm=cfg.use_vllm,
         vllm_mode=cfg.vllm_mode,
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
@@ -529,6 +553,8 @@ def train_grpo(cfg: GRPOParams | dict[str, Any], *, callbacks: list | None = Non
     import torch
     from trl import GRPOTrainer
 
+    from globe.progress import plain_progress
+
     on_gpu = torch.cuda.is_available()
     dataset = load_grpo_dataset(cfg)
     model, processor = load_policy(cfg, backend)
@@ -543,8 +569,10 @@ def train_grpo(cfg: GRPOParams | dict[str, Any], *, callbacks: list | None = Non
         args=args,
         train_dataset=dataset,
         processing_class=processor,
-        callbacks=[_make_callback(cfg.log_csv, cfg.samples, recorder), *(callbacks or [])],
+        callbacks=[_make_callback(cfg.log_csv, cfg.samples, recorder, Path(cfg.out) / TIMING_FILE),
+                   *(callbacks or [])],
     )
+    plain_progress(trainer, "grpo")
     trainer.train(resume_from_checkpoint=plan.checkpoint)
     trainer.save_model(cfg.out)
     if trainer.accelerator.is_main_process:

@@ -222,6 +222,8 @@ def build_trainer(cfg: SFTParams, train=None, evaluation=None):
     import torch
     from trl import SFTConfig, SFTTrainer
 
+    from globe.train import checkpointing_args
+
     if train is None:
         train, evaluation = load_sft_splits(cfg)
     bf16 = next(model.parameters()).dtype == torch.bfloat16 or (cfg.load_in_4bit and torch.cuda.is_bf16_supported())
@@ -241,8 +243,7 @@ def build_trainer(cfg: SFTParams, train=None, evaluation=None):
         max_grad_norm=cfg.max_grad_norm,
         max_length=cfg.max_length,
         completion_only_loss=True,  # loss on the assistant turn only
-        gradient_checkpointing=cfg.gradient_checkpointing and backend != "unsloth",  # unsloth applies its own
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        **checkpointing_args(SFTConfig, cfg.gradient_checkpointing and backend != "unsloth"),  # unsloth: its own
         bf16=bf16,
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if evaluation is not None and len(evaluation) else "no",
@@ -257,6 +258,9 @@ def build_trainer(cfg: SFTParams, train=None, evaluation=None):
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
                          processing_class=processor)
+    from globe.progress import plain_progress
+
+    plain_progress(trainer, "sft")
     return trainer, processor
 
 
