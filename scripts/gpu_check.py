@@ -208,6 +208,10 @@ def _write(path: Path, report: dict) -> None:
 
 
 def _run_phase_here(name: str, mode: str, size: str, workdir: Path) -> int:
+    import logging
+
+    # globe's INFO lines (backend chosen, unsloth's max_seq_length, the optimiser in use) go to the phase's log.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if name.startswith("grpo_unsloth"):
         # Before anything imports transformers / TRL (this script's callback class included): Unsloth patches them.
         from globe.models import prepare_backend
