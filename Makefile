@@ -1,14 +1,19 @@
 # Two entry points on a fresh machine (Python 3.11):
 #   make repro   install into .venv, then run the whole pipeline (dvc repro, default profile)
 #   make test    install into .venv (with test extras), then run the test suite
+# and, for the installs themselves (resolver dry runs, metadata only, about a minute; CI runs it):
+#   make resolve    the GPU set (pip install -e ".[gpu]" -c constraints/gpu.txt) and this CPU install still resolve
+#   make lock-gpu   regenerate constraints/gpu.txt after changing pyproject.toml's dependencies
 PY       ?= python3.11
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 # torch 2.14.1 + torchvision 0.29.1 import together (PyPI torchvision fails beside torch 2.13.0). CPU-only users with
 # network access can save ~5 GB with TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
 TORCH_PIP_ARGS ?=
+# The resolver for the dry runs (uv reads the same PyPI metadata as pip, in seconds; pip takes minutes).
+UV_VERSION ?= 0.13.9
 
-.PHONY: install install-test repro test kernel clean-venv
+.PHONY: install install-test repro test kernel clean-venv resolve lock-gpu
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +38,15 @@ repro: install
 
 test: install-test
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
+
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+
+resolve: $(BIN)/uv
+	$(BIN)/python scripts/check_resolve.py
+
+lock-gpu: $(BIN)/uv
+	$(BIN)/python scripts/check_resolve.py --lock
 
 clean-venv:
 	rm -rf $(VENV)

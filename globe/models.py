@@ -5,9 +5,10 @@ default profile's tiny random model (`globe.tiny`) and the paper's `Qwen/Qwen2.5
 code.
 
 Backends: `select_backend()` picks "unsloth" (its `FastVisionModel`) on a CUDA machine where unsloth is importable,
-else "transformers" (+ PEFT). Unsloth patches transformers and TRL when it is imported, so it must be imported before
-either of them: call `load_vlm(..., backend="unsloth")` (or `select_backend()`) before anything else in the process
-imports transformers/trl, otherwise unsloth warns and some of its optimisations are silently off.
+else "transformers" (+ PEFT). Unsloth patches transformers, TRL and PEFT when it is imported, so it must be imported
+before any of them: an entry point that will import TRL calls `prepare_backend()` first (a TRL trainer class imported
+before unsloth stays TRL's unpatched class); `load_vlm(..., backend="unsloth")` and `select_backend()` import it too,
+but only when they run, which may be too late.
 """
 
 from __future__ import annotations
@@ -49,15 +50,30 @@ def select_backend(prefer: str = "auto") -> str:
     return choice
 
 
-def _import_unsloth_first() -> None:
-    """Import unsloth now, so it patches transformers / TRL / PEFT before their first import (warn if too late)."""
+def _import_unsloth_first() -> list[str]:
+    """Import unsloth now, so it patches transformers / TRL / PEFT; warn with those already imported before it.
+
+    Returns the modules that were imported too early (empty when unsloth came first or was already imported).
+    """
     import sys
 
-    late = [m for m in ("transformers", "trl", "peft") if m in sys.modules and "unsloth" not in sys.modules]
+    late = [] if "unsloth" in sys.modules else [m for m in ("trl", "transformers", "peft") if m in sys.modules]
     if late:
-        log.warning("unsloth is imported after %s: some of its patches may not apply; call "
-                    "globe.models.select_backend() before importing them", ", ".join(late))
+        log.warning("unsloth is imported after %s: classes imported from them before now (e.g. a TRL trainer) stay "
+                    "unpatched; call globe.models.prepare_backend() before importing them", ", ".join(late))
     import unsloth  # noqa: F401
+
+    return late
+
+
+def prepare_backend(prefer: str = "auto") -> str:
+    """Choose the backend (`select_backend`) and get the process ready for it, before trl/transformers are imported.
+
+    Call this first in any entry point that trains with a TRL trainer (`from trl import SFTTrainer` must come after
+    it): on the unsloth backend it imports unsloth now, so the trainer class you import next is Unsloth's patched one,
+    and warns if TRL, transformers or PEFT were imported before it. Returns "unsloth" or "transformers".
+    """
+    return select_backend(prefer)
 
 
 def _cuda_available() -> bool:
@@ -120,21 +136,25 @@ def load_vlm(
     load_in_4bit: bool = False,
     lora: dict | None = None,
     gradient_checkpointing: bool = False,
+    max_seq_length: int | None = None,
     **kw,
 ) -> tuple[Any, Any]:
     """Load a VLM (hub id or local path) and its processor; optionally a PEFT adapter on top, merged if `merge`.
 
     `training=True` returns the model in train mode; with `lora` (a dict of LoRA settings, see `lora_settings`) it
     also attaches fresh LoRA adapters, through unsloth's `FastVisionModel.get_peft_model` on the unsloth backend and
-    PEFT's `get_peft_model` otherwise. `load_in_4bit` (QLoRA) needs CUDA and bitsandbytes. Extra keywords go to
-    `from_pretrained`.
+    PEFT's `get_peft_model` otherwise; a given `adapter` is loaded trainable instead. `load_in_4bit` (QLoRA) needs
+    CUDA and bitsandbytes. `max_seq_length` (prompt with its image tokens + completion, see `recipe_max_seq_length`)
+    is unsloth's sequence budget, and vLLM's `max_model_len` under `fast_inference`; transformers has no such cap and
+    ignores it. Extra keywords go to `from_pretrained`.
     """
     model = str(model)
     _check_offline_source(model)
     backend = select_backend(backend)
     if backend == "unsloth":
         return _load_unsloth(model, adapter, dtype=dtype, training=training, merge=merge, load_in_4bit=load_in_4bit,
-                             lora=lora, gradient_checkpointing=gradient_checkpointing, **kw)
+                             lora=lora, gradient_checkpointing=gradient_checkpointing, max_seq_length=max_seq_length,
+                             **kw)
 
     import torch
     from transformers import AutoModelForImageTextToText
@@ -143,20 +163,16 @@ def load_vlm(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if load_in_4bit:
-        if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
-            raise RuntimeError(
-                "load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes; set sft.load_in_4bit: false on this machine"
-            )
-        from transformers import BitsAndBytesConfig
-
-        kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype,
-            bnb_4bit_use_double_quant=True,
-        )
-        kw.setdefault("device_map", {"": 0})
+        _require_4bit()
+        for key, value in _bnb_4bit_kwargs(torch_dtype).items():
+            kw.setdefault(key, value)
     vlm = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype, **kw)
     if "device_map" not in kw:
         vlm = vlm.to(device)
+    if training and load_in_4bit:
+        # Before any adapter: PEFT's prepare_model_for_kbit_training freezes *every* parameter, so applied after
+        # PeftModel.from_pretrained(is_trainable=True) it froze the adapter being continued (0 trainable weights).
+        _prepare_kbit_base(vlm, gradient_checkpointing)
     if adapter is not None:
         from peft import PeftModel
 
@@ -164,11 +180,7 @@ def load_vlm(
         if merge:
             vlm = vlm.merge_and_unload()
     if training:
-        if load_in_4bit:
-            from peft import prepare_model_for_kbit_training
-
-            vlm = prepare_model_for_kbit_training(vlm, use_gradient_checkpointing=gradient_checkpointing)
-        elif gradient_checkpointing:
+        if gradient_checkpointing and not load_in_4bit:
             vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             vlm.enable_input_require_grads()
         if lora is not None and adapter is None:
@@ -180,6 +192,39 @@ def load_vlm(
         vlm.eval()
     processor = load_processor(model)
     return vlm, processor
+
+
+def _require_4bit() -> None:
+    """4-bit loading (bitsandbytes NF4) needs a CUDA GPU and bitsandbytes; say so plainly otherwise."""
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(
+            "load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes; set sft.load_in_4bit: false on this machine"
+        )
+
+
+def _bnb_4bit_kwargs(torch_dtype) -> dict:
+    """`from_pretrained` keywords for QLoRA: NF4 with double quantisation, computing in `torch_dtype`, on GPU 0."""
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype,
+                               bnb_4bit_use_double_quant=True)
+    return {"quantization_config": quant, "device_map": {"": 0}}
+
+
+def _prepare_kbit_base(model, gradient_checkpointing: bool) -> None:
+    """Ready a (4-bit) base model for LoRA training, before an adapter is attached: freeze it, checkpoint if asked.
+
+    What PEFT's `prepare_model_for_kbit_training` does minus its fp32 upcast of every non-4-bit weight (embeddings,
+    lm_head, norms, an unquantised vision tower), which costs gigabytes on a 7B model; the weights stay in the compute
+    dtype, as Unsloth keeps them, and PEFT keeps the adapter's own weights in fp32 (`autocast_adapter_dtype`).
+    """
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # frozen embeddings: the checkpointed blocks still need a grad path
 
 
 def lora_settings(
@@ -202,33 +247,61 @@ def lora_settings(
 
 def peft_lora_config(model, r=16, alpha=32, dropout=0.05, target_modules=("q_proj",), finetune_vision_layers=False,
                      finetune_language_layers=True):
-    """A PEFT LoraConfig whose targets are the named linear layers of the language model and/or the vision tower."""
+    """A PEFT LoraConfig whose targets are the named linear layers of the language model and/or the vision tower.
+
+    `target_modules="all-linear"` means every linear layer inside the chosen towers (so `finetune_vision_layers`
+    holds for it too; lm_head sits outside both), listed by full name: as a leaf-name pattern, the vision merger's
+    `mlp.0` / `mlp.2` would also match whole decoder layers (`layers.0`), which PEFT cannot wrap.
+    """
+    import torch
     from peft import LoraConfig
 
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
-    if names == ["all-linear"]:
-        linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"}
-        names = sorted(linear - {"lm_head"})
     parts = []
     if finetune_language_layers:
         parts.append(r"language_model")
     if finetune_vision_layers:
         parts.append(r"visual")
-    # A regex over full module names: the chosen towers, and only the named projections inside them.
-    pattern = rf".*(?:{'|'.join(parts)}).*\.(?:{'|'.join(names)})$"
-    targets = [n for n, _ in model.named_modules() if re.fullmatch(pattern, n)]
-    if not targets:
-        raise ValueError(f"LoRA target modules {names} match no layer of {type(model).__name__} (pattern {pattern})")
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none",
+    tower = rf".*(?:{'|'.join(parts)}).*"
+    if names == ["all-linear"]:
+        # isinstance: bitsandbytes' Linear4bit (QLoRA) is a torch Linear too.
+        target: str | list[str] = [n for n, m in model.named_modules()
+                                   if isinstance(m, torch.nn.Linear) and re.fullmatch(tower, n)]
+        found = target
+    else:
+        # A regex over full module names: the chosen towers, and only the named projections inside them.
+        target = rf"{tower}\.(?:{'|'.join(names)})$"
+        found = [n for n, _ in model.named_modules() if re.fullmatch(target, n)]
+    if not found:
+        raise ValueError(f"LoRA target modules {names} match no layer of {type(model).__name__} in "
+                         f"{' and '.join(parts)}")
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target, bias="none",
                       task_type="CAUSAL_LM")
 
 
-def _load_unsloth(model, adapter, *, dtype, training, merge, load_in_4bit, lora, gradient_checkpointing, **kw):
+def _unsloth_target_modules(target_modules: Sequence[str] | str) -> list[str] | None:
+    """Our LoRA targets in unsloth's terms: "all-linear" becomes None (unsloth picks every linear layer itself).
+
+    unsloth's `get_peft_model` turns `target_modules="all-linear"` into "every tower": it sets
+    `finetune_vision_layers=True` whatever the caller asked (and then fails under `fast_inference`, where vLLM cannot
+    serve vision LoRA). With None it builds the same all-linear selection but scoped by the `finetune_*` flags, which
+    is what PEFT's path here does too.
+    """
+    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    return None if names == ["all-linear"] else names
+
+
+def _load_unsloth(model, adapter, *, dtype, training, merge, load_in_4bit, lora, gradient_checkpointing,
+                  max_seq_length=None, **kw):
     """The unsloth path (CUDA only). unsloth is imported first so it can patch transformers/TRL before they load."""
     import unsloth  # noqa: F401  (must precede transformers/trl; see the module docstring)
     from unsloth import FastVisionModel
 
     torch_dtype = None if dtype == "auto" else _resolve_dtype(dtype)
+    if max_seq_length is not None:
+        # Unsloth's default is 2048 tokens (and vLLM's max_model_len with it): too short for a photo's tokens plus a
+        # 1024-token completion, so the caller derives it from the recipe.
+        kw["max_seq_length"] = int(max_seq_length)
     vlm, processor = FastVisionModel.from_pretrained(
         adapter if adapter is not None else model,  # unsloth reads the base model from an adapter's config
         load_in_4bit=load_in_4bit,
@@ -249,7 +322,7 @@ def _load_unsloth(model, adapter, *, dtype, training, merge, load_in_4bit, lora,
                 r=lora["r"],
                 lora_alpha=lora["alpha"],
                 lora_dropout=lora["dropout"],
-                target_modules=lora["target_modules"],
+                target_modules=_unsloth_target_modules(lora["target_modules"]),
                 bias="none",
                 use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
             )
@@ -259,6 +332,96 @@ def _load_unsloth(model, adapter, *, dtype, training, merge, load_in_4bit, lora,
     tok = getattr(processor, "tokenizer", processor)
     tok.padding_side = "left"
     return vlm, processor
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Adapters and sequence budgets (what vLLM and unsloth must be told up front)
+
+# vLLM's LoRAConfig.max_lora_rank is a closed set (vllm/config/lora.py, MaxLoRARanks); its default is 16.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def read_adapter_config(adapter: str | os.PathLike) -> dict:
+    """A saved PEFT adapter's `adapter_config.json` (rank, alpha, targets, base model)."""
+    import json
+
+    path = Path(adapter) / "adapter_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def adapter_rank(adapter: str | os.PathLike) -> int:
+    """The largest LoRA rank in a saved adapter: its `r`, or a larger per-module `rank_pattern` entry."""
+    cfg = read_adapter_config(adapter)
+    ranks = [int(cfg.get("r") or 0), *(int(v) for v in (cfg.get("rank_pattern") or {}).values())]
+    if max(ranks) <= 0:
+        raise ValueError(f"adapter {adapter} has no LoRA rank in its adapter_config.json")
+    return max(ranks)
+
+
+def adapter_targets_vision(adapter: str | os.PathLike) -> bool:
+    """Whether a saved adapter puts LoRA on the vision tower (`visual.` modules), which vLLM cannot serve."""
+    targets = read_adapter_config(adapter).get("target_modules") or []
+    text = targets if isinstance(targets, str) else " ".join(targets)
+    return "visual" in text
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds a LoRA of `rank`."""
+    for allowed in VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} is above vLLM's largest max_lora_rank ({VLLM_LORA_RANKS[-1]})")
+
+
+def max_image_tokens(processor) -> int:
+    """The most tokens one image can become: the image processor's pixel cap over one merged patch's pixels.
+
+    Qwen2-VL-style processors resize so that height x width <= max_pixels, in multiples of patch_size x merge_size,
+    and emit one token per merged patch.
+    """
+    ip = getattr(processor, "image_processor", processor)
+    size = getattr(ip, "size", None) or {}
+    # transformers 5 resizes by size["longest_edge"]; older releases kept the budget in `max_pixels`.
+    max_pixels = size.get("longest_edge") or getattr(ip, "max_pixels", None)
+    patch, merge = getattr(ip, "patch_size", None), getattr(ip, "merge_size", None)
+    if not (max_pixels and patch and merge):
+        raise ValueError(f"{type(ip).__name__} has no max_pixels / patch_size / merge_size: cannot bound its image "
+                         "tokens (a Qwen2-VL-style image processor is expected)")
+    return int(max_pixels) // int(patch * merge) ** 2
+
+
+def cap_image_pixels(processor, max_pixels: int | None):
+    """Cap the processor's pixel budget per image at `max_pixels` (None: leave the processor's own); returns it."""
+    if max_pixels is None:
+        return processor
+    ip = processor.image_processor
+    size = dict(getattr(ip, "size", None) or {})
+    size["longest_edge"] = max_pixels
+    size["shortest_edge"] = min(size.get("shortest_edge", max_pixels), max_pixels)
+    ip.size = size
+    for attr, key in (("max_pixels", "longest_edge"), ("min_pixels", "shortest_edge")):
+        if hasattr(ip, attr):
+            setattr(ip, attr, size[key])
+    return processor
+
+
+def recipe_max_seq_length(processor, prompts: Sequence[str], max_completion_length: int,
+                          images_per_prompt: int = 1) -> int:
+    """The longest sequence a GRPO/SFT recipe can produce: the longest chat prompt as TRL renders it (user turn with
+    its images, generation header), each image at its largest token count, plus `max_completion_length`."""
+    if not prompts:
+        raise ValueError("recipe_max_seq_length needs at least one prompt")
+    tok = getattr(processor, "tokenizer", processor)
+    longest = 0
+    for prompt in dict.fromkeys(prompts):
+        content = [{"type": "image"}] * images_per_prompt + [{"type": "text", "text": prompt}]
+        text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                             tokenize=False)
+        longest = max(longest, len(tok(text, add_special_tokens=False)["input_ids"]))
+    # Each image placeholder token is replaced by the image's tokens.
+    return longest + images_per_prompt * (max_image_tokens(processor) - 1) + int(max_completion_length)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -199,3 +199,81 @@ def test_cli_build_tiny_model(tmp_path):
 
     assert main(["build-tiny-model", "--out", str(tmp_path / "m"), "--seed", "3"]) == 0
     assert json.loads((tmp_path / "m" / "globe_tiny.json").read_text())["seed"] == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# QLoRA and LoRA targets (the 4-bit load itself needs CUDA + bitsandbytes; the training preparation around it does not)
+
+
+@pytest.fixture
+def cpu_4bit(monkeypatch):
+    """Let load_in_4bit=True run on CPU: the same preparation code, with the NF4 quantisation step left out."""
+    monkeypatch.setattr(models, "_require_4bit", lambda: None)
+    monkeypatch.setattr(models, "_bnb_4bit_kwargs", lambda torch_dtype: {})
+
+
+def _lora_names(model) -> set[str]:
+    return {n for n, _ in model.named_parameters() if "lora_" in n}
+
+
+def _backward(model, processor, sample_dir):
+    text = processor.apply_chat_template(build_messages("Where?"), tokenize=False, add_generation_prompt=True)
+    batch = processor(text=[text], images=[_photo(sample_dir)], return_tensors="pt")
+    out = model(**batch, labels=batch["input_ids"])
+    out.loss.backward()
+
+
+def test_qlora_continuing_an_adapter_trains_it_and_keeps_weights_in_compute_dtype(cpu_4bit, tiny_vlm_dir, tmp_path,
+                                                                                  sample_dir):
+    import torch
+
+    lora = models.lora_settings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    sft, _ = models.load_vlm(tiny_vlm_dir, training=True, lora=lora)
+    sft.save_pretrained(tmp_path / "sft")
+
+    model, processor = models.load_vlm(tiny_vlm_dir, tmp_path / "sft", training=True, load_in_4bit=True,
+                                       dtype="bfloat16", device="cpu", gradient_checkpointing=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and trainable == _lora_names(model)  # the continued adapter trains, nothing else does
+    # No blanket fp32 upcast of the base: every non-LoRA weight stays bf16 (PEFT keeps the adapter itself in fp32).
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    _backward(model, processor, sample_dir)
+    assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
+
+
+def test_qlora_with_a_fresh_adapter(cpu_4bit, tiny_vlm_dir, sample_dir):
+    import torch
+
+    lora = models.lora_settings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    model, processor = models.load_vlm(tiny_vlm_dir, training=True, load_in_4bit=True, lora=lora, dtype="bfloat16",
+                                       device="cpu")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and trainable == _lora_names(model)
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    _backward(model, processor, sample_dir)
+
+
+@pytest.mark.parametrize("targets", ["all-linear", ["all-linear"]])
+def test_all_linear_lora_respects_finetune_vision_layers(tiny_vlm_dir, targets):
+    off = models.lora_settings(r=2, alpha=4, target_modules=targets, finetune_vision_layers=False)
+    model, _ = models.load_vlm(tiny_vlm_dir, training=True, lora=off)
+    names = _lora_names(model)
+    assert names and not any("visual" in n for n in names)
+    assert any("mlp.down_proj" in n for n in names) and not any("lm_head" in n for n in names)
+    on = models.lora_settings(r=2, alpha=4, target_modules=targets, finetune_vision_layers=True)
+    model, _ = models.load_vlm(tiny_vlm_dir, training=True, lora=on)
+    assert any("visual" in n for n in _lora_names(model))
+
+
+def test_recipe_max_seq_length_bounds_the_processed_prompt(tiny):
+    from PIL import Image
+
+    _, processor = tiny
+    budget = models.recipe_max_seq_length(processor, [REASONING_PROMPT, "Where?"], max_completion_length=100)
+    assert budget == models.recipe_max_seq_length(processor, [REASONING_PROMPT], 100)  # the longer prompt decides
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": REASONING_PROMPT}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    n = processor(text=[text], images=[Image.new("RGB", (1600, 1600))], return_tensors="pt")["input_ids"].shape[1]
+    assert n + 100 == budget
+    with pytest.raises(ValueError, match="max_pixels"):
+        models.max_image_tokens(object())

@@ -478,3 +478,26 @@ def test_trained_adapter_scores_and_shares_weights_with_policy(trained, tiny_vlm
     assert {n for n, p in policy.named_parameters() if p.requires_grad} == trainable
     with pytest.raises(TypeError, match="PeftModel"):
         rm.LocalizabilityScorer(scorer.model, d / "adapter", processor=scorer.processor)
+
+
+def test_training_chooses_the_backend_before_trl_is_imported(tmp_path):
+    """On the unsloth backend, unsloth must be imported before TRL or its SFTTrainer stays unpatched: the reward
+    model picks its backend first (select_backend imports unsloth), and nothing imports TRL before that."""
+    code = f"""
+import sys
+import globe.models, globe.reward_model as rm
+seen = []
+def stop(prefer="auto"):
+    seen.append("trl" in sys.modules)
+    raise SystemExit(0 if not seen[0] else 3)
+globe.models.select_backend = stop
+rm.train_reward_model({{"labels": {str(tmp_path / 'labels')!r}, "base_model": "m", "out": {str(tmp_path / 'out')!r}}})
+"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -29,10 +29,15 @@ class _VLLMGenerator:
         except ImportError as e:
             raise RuntimeError("eval.backend is 'vllm' but vllm is not installed: pip install vllm (Linux + CUDA), "
                                "or set eval.backend: transformers") from e
-        from globe.models import load_processor
+        from globe.models import adapter_rank, load_processor, vllm_lora_rank
 
         self.processor = load_processor(model)
-        self.llm = LLM(model=model, enable_lora=adapter is not None, seed=cfg.seed, limit_mm_per_prompt={"image": 1})
+        lora_kw: dict = {}
+        if adapter is not None:
+            # vLLM allocates LoRA slots of max_lora_rank (default 16) up front and rejects a larger adapter (the
+            # paper's are r64): size them from the adapter itself.
+            lora_kw = {"enable_lora": True, "max_lora_rank": vllm_lora_rank(adapter_rank(adapter))}
+        self.llm = LLM(model=model, seed=cfg.seed, limit_mm_per_prompt={"image": 1}, **lora_kw)
         self.lora = None
         if adapter is not None:
             from vllm.lora.request import LoRARequest

@@ -86,6 +86,10 @@ class GRPOParams(StageConfig):
     warmup_steps: float = 0.0  # an int counts steps, a float in [0, 1) is a share of all steps
     lr_scheduler_type: str = "constant"
     max_grad_norm: float = 1.0
+    # Optimiser, set explicitly: Unsloth's patched GRPOConfig defaults to adamw_8bit and weight_decay 0.001 where plain
+    # TRL uses adamw_torch_fused and 0.0, so leaving them unset would train the two backends differently.
+    optim: str = "adamw_torch_fused"
+    weight_decay: float = 0.0
     save_steps: int = 2
     save_total_limit: int = 2
     gradient_checkpointing: bool = False
@@ -168,7 +172,10 @@ def make_scorer(cfg: GRPOParams, policy=None, processor=None):
     """The localizability reward model: an http(s) endpoint (`globe serve-reward-model`) or a reward-model dir.
 
     A local reward model (a LoRA adapter) is attached to a LoRA policy as a second adapter, so both share one copy of
-    the base weights (`reward_model_share`); otherwise (full fine-tuning, or asked) it loads its own copy.
+    the base weights (`reward_model_share`); otherwise (full fine-tuning, or asked) it loads its own copy. Not on the
+    unsloth + vLLM path (a policy with a `vllm_engine`): there each rollout's LoRA request is built from every
+    `lora_A`/`lora_B` tensor in the policy's state dict (unsloth_zoo's `load_lora`), so a second adapter riding on the
+    policy would go into the rollout weights; the reward model then loads its own copy.
     """
     from globe import reward_model as rm
 
@@ -178,7 +185,10 @@ def make_scorer(cfg: GRPOParams, policy=None, processor=None):
     if not Path(url).exists():
         raise FileNotFoundError(f"grpo.reward_model {url} does not exist: train it first (notebook 03b_reward_model)")
     if cfg.reward_model_share and policy is not None and hasattr(policy, "peft_config"):
-        return rm.LocalizabilityScorer(policy, url, processor=processor)
+        if getattr(policy, "vllm_engine", None) is None:
+            return rm.LocalizabilityScorer(policy, url, processor=processor)
+        log.warning("grpo.reward_model_share is ignored on the unsloth + vLLM path: its rollouts would carry the reward "
+                    "model's adapter too; loading a separate copy of the reward model")
     return rm.LocalizabilityScorer(url)
 
 
@@ -409,11 +419,23 @@ def load_grpo_dataset(cfg: GRPOParams):
 
 
 def grpo_config(cfg: GRPOParams, *, on_gpu: bool, reward_weights: list[float]):
-    """TRL's `GRPOConfig` from our params (fields the installed TRL lacks, e.g. max_prompt_length, are skipped)."""
+    """TRL's `GRPOConfig` from our params; a setting the installed TRL cannot honour is an error here, not a log line.
+
+    The optimiser and weight decay are always passed (Unsloth's patched config has other defaults) and the ones the
+    config ends up with are logged. TRL 1.15 (the unsloth GPU set) has no `max_prompt_length`, and its GRPOTrainer
+    needs a GPU (a Triton log-prob kernel), so both are checked before anything is built.
+    """
+    import trl
+    from packaging.version import Version
     from trl import GRPOConfig
 
     from globe.train import checkpointing_args
 
+    if not on_gpu and Version(trl.__version__) < Version("1.16"):
+        raise RuntimeError(
+            f"TRL {trl.__version__}'s GRPOTrainer cannot run on CPU (its fused log-prob kernel needs a Triton GPU "
+            "driver): install the CPU set's TRL, pip install 'trl>=1.16' (TRL 1.15 is for the unsloth GPU set)"
+        )
     kwargs: dict[str, Any] = dict(
         output_dir=str(cfg.checkpoint_dir),
         max_steps=cfg.steps,
@@ -423,6 +445,8 @@ def grpo_config(cfg: GRPOParams, *, on_gpu: bool, reward_weights: list[float]):
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         learning_rate=cfg.learning_rate,
+        optim=cfg.optim,
+        weight_decay=cfg.weight_decay,
         beta=cfg.beta,
         loss_type=cfg.loss_type,
         epsilon=cfg.epsilon,
@@ -451,16 +475,29 @@ def grpo_config(cfg: GRPOParams, *, on_gpu: bool, reward_weights: list[float]):
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
     if cfg.max_prompt_length is None:
         kwargs.pop("max_prompt_length")
-    known = {f.name for f in dataclasses.fields(GRPOConfig)}
-    skipped = sorted(k for k in kwargs if k not in known)
-    if skipped:
-        log.info("this TRL's GRPOConfig has no %s; not passed", skipped)
+    elif "max_prompt_length" not in known:
+        raise ValueError(
+            f"grpo.max_prompt_length is {cfg.max_prompt_length}, but TRL {trl.__version__}'s GRPOConfig has no "
+            "max_prompt_length: prompts are never truncated (a cut would drop image tokens); set "
+            "grpo.max_prompt_length: null"
+        )
     if not cfg.use_vllm:
         for k in ("vllm_mode", "vllm_gpu_memory_utilization"):
             kwargs.pop(k, None)
-    return GRPOConfig(**{k: v for k, v in kwargs.items() if k in known})
+    skipped = sorted(k for k in kwargs if k not in known)
+    if skipped:
+        log.warning("this TRL's GRPOConfig has no %s; not passed", skipped)
+    args = GRPOConfig(**{k: v for k, v in kwargs.items() if k in known})
+    optim = str(getattr(args.optim, "value", args.optim))
+    log.info("GRPO optimiser: %s, weight_decay %s, learning rate %g (%s)", optim, args.weight_decay,
+             args.learning_rate, type(args).__name__)
+    if optim != cfg.optim or args.weight_decay != cfg.weight_decay:
+        log.warning("%s changed the optimiser settings: asked %s / weight_decay %s, got %s / %s", type(args).__name__,
+                    cfg.optim, cfg.weight_decay, optim, args.weight_decay)
+    return args
 
 
 def _bf16_ok() -> bool:
@@ -470,18 +507,49 @@ def _bf16_ok() -> bool:
 
 
 def load_policy(cfg: GRPOParams, backend: str):
-    """The trainable policy (LoRA on the base model, or the SFT adapter continued) and its processor."""
-    from globe.models import load_vlm, lora_settings
+    """The trainable policy (LoRA on the base model, or the SFT adapter continued) and its processor.
+
+    On unsloth, its sequence budget (`max_seq_length`, vLLM's `max_model_len` too) comes from the recipe: the longest
+    prompt with its image at the processor's pixel cap, plus `max_completion_length` (unsloth's default, 2048, is
+    too short for the paper's 1024-token completions after a photo). With vLLM generation (`fast_inference`) vLLM
+    must be told the LoRA rank up front: that of the adapter actually trained, `init_adapter`'s own when continuing
+    one (an SFT adapter of another rank than `lora.r` would otherwise not fit), else `lora.r`.
+    """
+    from globe.models import (
+        adapter_rank,
+        adapter_targets_vision,
+        cap_image_pixels,
+        load_processor,
+        load_vlm,
+        lora_settings,
+        recipe_max_seq_length,
+        vllm_lora_rank,
+    )
 
     if cfg.init_adapter is not None and not Path(cfg.init_adapter).exists():
         raise FileNotFoundError(f"grpo.init_adapter {cfg.init_adapter} does not exist: run notebook 03 (SFT) first, or "
                                 "set init_adapter: null to start from the base model")
     lora = lora_settings(**cfg.lora) if cfg.lora is not None else None
     extra: dict[str, Any] = {}
+    if backend == "unsloth":
+        from globe.prompts import REASONING_PROMPT
+
+        prompts = [m[0]["content"] for m in load_grpo_dataset(cfg)["prompt"]] or [REASONING_PROMPT]
+        budget_processor = cap_image_pixels(load_processor(cfg.base_model), cfg.max_pixels)
+        extra["max_seq_length"] = recipe_max_seq_length(budget_processor, prompts, cfg.max_completion_length)
+        log.info("unsloth max_seq_length %d (longest prompt with its image tokens + %d completion tokens)",
+                 extra["max_seq_length"], cfg.max_completion_length)
     if backend == "unsloth" and cfg.use_vllm:
         # unsloth's own vLLM engine for generation (its GRPO path), sharing the GPU with training
+        if cfg.init_adapter is not None:
+            rank, vision = adapter_rank(cfg.init_adapter), adapter_targets_vision(cfg.init_adapter)
+        else:
+            rank, vision = lora["r"], lora["finetune_vision_layers"]
+        if vision:
+            raise ValueError("unsloth's vLLM generation (backend unsloth + use_vllm) cannot serve LoRA on the vision "
+                             "tower: set grpo.lora.finetune_vision_layers: false, or use_vllm: false")
         extra.update(fast_inference=True, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-                     max_lora_rank=lora["r"] if lora else 64)
+                     max_lora_rank=vllm_lora_rank(rank))
     model, processor = load_vlm(
         cfg.base_model,
         cfg.init_adapter,
@@ -498,16 +566,7 @@ def load_policy(cfg: GRPOParams, backend: str):
     if lora is None:  # full fine-tuning: every weight trains (a merged adapter leaves them frozen)
         for param in model.parameters():
             param.requires_grad_(True)
-    if cfg.max_pixels is not None:
-        ip = processor.image_processor
-        size = dict(getattr(ip, "size", None) or {})
-        size["longest_edge"] = cfg.max_pixels
-        size["shortest_edge"] = min(size.get("shortest_edge", cfg.max_pixels), cfg.max_pixels)
-        ip.size = size
-        for attr, key in (("max_pixels", "longest_edge"), ("min_pixels", "shortest_edge")):
-            if hasattr(ip, attr):
-                setattr(ip, attr, size[key])
-    return model, processor
+    return model, cap_image_pixels(processor, cfg.max_pixels)
 
 
 def _experiment(cfg: GRPOParams) -> dict:
