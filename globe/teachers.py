@@ -402,7 +402,6 @@ LANDMARK_WORDS = (
     "mosque", "mount", "mountain", "museum", "palace", "park", "plaza", "river", "square", "station", "statue",
     "street", "temple", "tower", "university", "valley",
 )
-MAX_CAPTION_CHARS = 48  # the oracle quotes at most this much of a photo's title
 # Words that do not make a title a caption (camera and gallery boilerplate).
 _NOT_DESCRIPTIVE = {"image", "img", "dsc", "dscn", "cimg", "photo", "picture", "pic", "untitled", "jpg", "jpeg", "www", "com"}
 
@@ -413,9 +412,11 @@ class OracleTeacher(Teacher):
     It answers from the sample's metadata (`Request.meta`: title, country, admin1, city, lat/lon), so its answers are
     right by construction:
 
-    - reasoning prompt: a trace that lists clue words (those of the clue vocabulary found in the photo's title, then
-      generic ones picked deterministically from the vocabulary by a hash of the id), quotes the title (at most
-      `MAX_CAPTION_CHARS`), names the true region and country, then `<answer>` with the true country and city;
+    - reasoning prompt: a short templated trace that lists clue words (those of the clue vocabulary found in the
+      photo's title, then generic ones picked deterministically from the vocabulary by a hash of the id), says in
+      fixed phrases what the title shows (it names the place, a landmark, describes the scene, or says nothing
+      useful: the signals of the localizability judgement below), names the true city and country, then
+      `<answer>` with them;
     - localizability prompt: `score = 0.1 + 0.3·[the title names the city, region or country] + 0.2·[the title has
       a landmark or clue word] + 0.3·[the title is a descriptive caption, not a camera file name] + 0.1·[a city is
       known]`, `localizable: yes` iff score >= 0.5. So captioned photos and named places are "localizable", photos
@@ -429,9 +430,9 @@ class OracleTeacher(Teacher):
     """
 
     is_oracle = True
-    TEMPLATE = 2  # the version of the trace it writes (part of its identity, hence of the cache key)
+    TEMPLATE = 4  # the version of the trace it writes (part of its identity, hence of the cache key)
 
-    def __init__(self, name: str = "oracle", vocabulary: Sequence[str] | None = None, n_clues: int = 3,
+    def __init__(self, name: str = "oracle", vocabulary: Sequence[str] | None = None, n_clues: int = 2,
                  sampling: Sampling = Sampling()):
         from globe.vocabulary import CLUE_VOCABULARY
 
@@ -467,33 +468,41 @@ class OracleTeacher(Teacher):
         t = re.sub(r"\(?https?://\S+\)?|\S*\d\S*", " ", title.lower())
         return len([w for w in re.findall(r"[a-z]{3,}", t) if w not in _NOT_DESCRIPTIVE]) >= 2
 
+    def _signals(self, meta: Mapping) -> dict[str, bool]:
+        """What the title shows: it names the place, it has a landmark or clue word, it is a descriptive caption;
+        and whether a city is known."""
+        from globe.vocabulary import find_clues
+
+        title = str(meta.get("title") or "")
+        words = set(re.findall(r"[a-z]+", title.lower()))
+        return {"place": self._place_named(title, meta),
+                "landmark": bool(words & set(LANDMARK_WORDS)) or bool(find_clues(title, self.vocabulary)),
+                "caption": self._descriptive(title), "city": bool(meta.get("city"))}
+
     def localizability(self, meta: Mapping) -> float:
         """0.1 + 0.3·[title names the city, region or country] + 0.2·[title has a landmark or clue word]
         + 0.3·[title is a descriptive caption] + 0.1·[a city is known], capped at 1."""
-        title = str(meta.get("title") or "")
-        from globe.vocabulary import find_clues
-
-        words = set(re.findall(r"[a-z]+", title.lower()))
-        clue = bool(words & set(LANDMARK_WORDS)) or bool(find_clues(title, self.vocabulary))
-        score = 0.1 + 0.3 * self._place_named(title, meta) + 0.2 * clue
-        score += 0.3 * self._descriptive(title) + 0.1 * bool(meta.get("city"))
+        s = self._signals(meta)
+        score = 0.1 + 0.3 * s["place"] + 0.2 * s["landmark"] + 0.3 * s["caption"] + 0.1 * s["city"]
         return round(min(score, 1.0), 2)
 
     def _reasoning(self, r: Request) -> str:
-        """A short trace: the clue list, the caption (cut at a word, at most `MAX_CAPTION_CHARS`), the region.
+        """A short, templated trace: the clue list, what the caption shows (the signals its localizability judgement
+        rests on, in fixed phrases), and the place.
 
-        Short on purpose: the default profile's tiny policy learns it within a few hundred SFT steps and writes it
-        well inside GRPO's completion budget, so the rewards it earns vary and GRPO has something to learn from."""
+        Templated on purpose: the default profile's tiny policy can learn a fixed structure within a few hundred SFT
+        steps (free text such as a quoted caption it can only memorise), writes it well inside GRPO's completion
+        budget, and the reward model finds its labels' reasons in the reasoning it reads."""
         m = r.meta
-        title = " ".join(str(m.get("title") or "").split())
-        if len(title) > MAX_CAPTION_CHARS:
-            title = title[:MAX_CAPTION_CHARS].rsplit(" ", 1)[0] + " …"
-        country, city, admin1 = m.get("country") or "", m.get("city") or "", m.get("admin1") or ""
-        parts = [f"Clues: {', '.join(self._clues(r.id, title))}."]
-        if title:
-            parts.append(f'Caption: "{title}".')
-        region = ", ".join(p for p in (admin1, country) if p)
-        parts.append(f"This looks like {region or 'an unknown region'}.")
+        s = self._signals(m)
+        hints = [phrase for key, phrase in (("place", "The caption names the place."),
+                                            ("landmark", "It mentions a landmark."),
+                                            ("caption", "It describes the scene.")) if s[key]]
+        country, city = m.get("country") or "", m.get("city") or ""
+        place = ", ".join(p for p in (city, country) if p)  # the answer repeats it: a structure a small model can copy
+        parts = [f"Clues: {', '.join(self._clues(r.id, str(m.get('title') or '')))}.",
+                 *(hints or ["The caption says nothing useful."]),
+                 f"This looks like {place or 'an unknown place'}."]
         return f"<think>{' '.join(parts)}</think>\n<answer>country: {country}\ncity: {city}</answer>"
 
     def complete(self, requests: Sequence[Request]) -> list[Response]:
