@@ -43,10 +43,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from globe.config import apply_profile
+    """Write params.yaml for a recipe (profiles/NAME.yaml over the default; `default` restores the default)."""
+    from globe.config import ParamsError, apply_profile
 
-    path = apply_profile(args.name, args.params)
-    print(f"applied profile {args.name!r} to {path} (undo: git checkout {path.name})")
+    try:
+        path = apply_profile(args.name, args.params)
+    except (FileNotFoundError, KeyError, ParamsError) as e:
+        print(f"globe profile: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    undo = "" if args.name == "default" else " (back to the default: globe profile default)"
+    print(f"{path} now holds the {args.name!r} recipe{undo}")
     return 0
 
 
@@ -159,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_sync_notebooks)
 
-    p = sub.add_parser("profile", help="merge profiles/NAME.yaml into params.yaml (e.g. `globe profile paper`)")
+    p = sub.add_parser("profile", help="write params.yaml for a recipe: paper, unsloth, released, or default")
     p.add_argument("name")
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_profile)
