@@ -207,8 +207,10 @@ def peft_lora_config(model, r=16, alpha=32, dropout=0.05, target_modules=("q_pro
 
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     if names == ["all-linear"]:
+        # Named linear layers only: an index such as the vision merger's `mlp.0` would also match `layers.0`, a
+        # whole decoder layer, which PEFT cannot wrap.
         linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"}
-        names = sorted(linear - {"lm_head"})
+        names = sorted(n for n in linear - {"lm_head"} if not n.isdigit())
     parts = []
     if finetune_language_layers:
         parts.append(r"language_model")

@@ -108,6 +108,8 @@ def build_localizability_dataset(judged, ds):
     d = judged[judged["loc_label"].notna()]
     columns = {
         "reasoning": ([r or c for r, c in zip(d["reasoning"], d["completion"])], Value("string")),
+        # The teacher's whole answer: what GLOBE's official reward-model format judges (reward_model.input_format).
+        "completion": (list(d["completion"]), Value("string")),
         "label": ([int(bool(x)) for x in d["loc_label"]], Value("int64")),
         "score": ([None if s is None or s != s else float(s) for s in d["loc_score"]], Value("float32")),
         "teacher": (list(d["teacher"]), Value("string")),
