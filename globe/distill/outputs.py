@@ -140,8 +140,9 @@ def write_card(path: Path, dataset, funnel, cfg: DistillParams, stats: Mapping, 
              "Built by `globe.distill.run_distillation` (notebook 02_distill). Each row: a photo, the GLOBE reasoning "
              "prompt, a teacher's reasoning trace, the training target `<think>…</think><answer>…</answer>` (ground-"
              "truth country and city names), the teacher's localizability judgement and the detector-verified visual "
-             "entities.", "", f"Teachers: {', '.join(t.name for t in teachers)}. Detector: `{cfg.detector}`. "
-             f"Filters: {', '.join(cfg.filters)}.", ""]
+             "entities.", "", f"Teachers: {', '.join(t.name for t in teachers)}. Clue verifier: {cfg.verifier} "
+             f"`{cfg.detector if cfg.verifier == 'detector' else cfg.segmenter}`. Filters: {', '.join(cfg.filters)}.",
+             ""]
     oracles = [t.name for t in teachers if getattr(t, "is_oracle", False)]
     if oracles:
         lines += [f"> **Oracle teacher ({', '.join(oracles)}).** It is NOT a model: it copies each photo's labels (the "
