@@ -236,6 +236,7 @@ def cpu_stops(fn, *words):
 # The runs
 
 
+@pytest.mark.slow
 def test_paper_recipe_runs_in_shape(recipes, tiny, sample_dir, tmp_path, monkeypatch, caplog):
     from datasets import load_from_disk
 
@@ -337,6 +338,7 @@ def test_paper_recipe_runs_in_shape(recipes, tiny, sample_dir, tmp_path, monkeyp
     assert load_from_disk(str(train_set))["train"].num_rows >= 1
 
 
+@pytest.mark.slow
 def test_unsloth_recipe_runs_in_shape(recipes, tiny, sample_dir, tmp_path, monkeypatch):
     """The unsloth recipe's own stage is GRPO (its data, distillation and evaluation are the paper's: checked equal
     above, run by the paper test): Unsloth, its vLLM engine and 4-bit stop on this CPU; TRL accepts the recipe's
@@ -382,6 +384,7 @@ def test_unsloth_recipe_runs_in_shape(recipes, tiny, sample_dir, tmp_path, monke
     assert json.loads((tmp_path / "grpo" / "adapter_config.json").read_text())["r"] == 64
 
 
+@pytest.mark.slow
 def test_released_recipe_runs_in_shape(recipes, tiny, sample_dir, tmp_path, monkeypatch):
     from globe import evaluate as ev
 
