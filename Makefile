@@ -26,8 +26,11 @@ $(VENV)/.torch: | $(BIN)/python
 install: $(VENV)/.torch
 	$(BIN)/pip install -q -e .
 
+# geoclip (the paper recipe's GeoCLIP teacher; the tests build a tiny one from its classes) pins huggingface-hub<2
+# though it only calls snapshot_download: installed without its pins, beside the hub transformers brings.
 install-test: $(VENV)/.torch
 	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps "geoclip==1.3.0" "geopy>=2.3,<3" "geographiclib>=2,<3"
 
 # `jupyter lab` from the venv finds this kernel ("Python (globe)") with globe installed.
 kernel: install

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,88 @@ class JsonlCache:
     def report(self) -> dict:
         return {"records": len(self.records), "torn_bytes": self.torn_bytes, "corrupt_lines": self.corrupt_lines,
                 "duplicates": self.duplicates}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shards: past one machine
+#
+# Distillation and evaluation take a shard `i/N` (i in 0..N-1): each photo belongs to exactly one shard, by a stable
+# hash of its id (the same on every node, for any row order or cap), and shard i writes its own cache file beside the
+# main one (`cache.jsonl` -> `cache.shard-3-of-8.jsonl`), so N job-array tasks never write the same file.
+# `merge_caches` then joins the N files into the main cache with the cache's own guarantees: afterwards every record
+# of every shard is in it (checked by reading it back), none twice (a key already there is not written again), and a
+# key two shards answered differently is counted as a conflict (the first answer is kept).
+
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """"3/8" -> (3, 8); None -> None. Refuses anything else with a message naming the accepted form."""
+    if shard is None:
+        return None
+    m = _SHARD.match(str(shard))
+    if not m or int(m.group(2)) < 1 or not int(m.group(1)) < int(m.group(2)):
+        raise ValueError(f"shard must be 'i/N' with 0 <= i < N (e.g. '0/8'), got {shard!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_of(item_id: str, n_shards: int) -> int:
+    """The shard (0..n_shards-1) an id belongs to: a stable hash, not Python's salted hash()."""
+    return int(hashlib.sha256(str(item_id).encode("utf-8")).hexdigest()[:16], 16) % n_shards
+
+
+def in_shard(item_id: str, shard: tuple[int, int] | None) -> bool:
+    return shard is None or shard_of(item_id, shard[1]) == shard[0]
+
+
+def shard_path(path: str | os.PathLike, shard: tuple[int, int]) -> Path:
+    """`dir/cache.jsonl` -> `dir/cache.shard-3-of-8.jsonl`."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.shard-{shard[0]}-of-{shard[1]}{p.suffix}")
+
+
+def shard_paths(path: str | os.PathLike, n_shards: int) -> list[Path]:
+    return [shard_path(path, (i, n_shards)) for i in range(n_shards)]
+
+
+def merge_caches(dest: str | os.PathLike, sources: Iterable[str | os.PathLike], key_field: str = "key") -> dict:
+    """Join cache files into `dest` (an existing cache keeps its records): no record lost, none written twice.
+
+    Returns {"records_in": per source, "added", "already_present", "conflicts", "torn_bytes", "corrupt_lines",
+    "records_out"}. Raises if a source is missing or if, read back, `dest` lacks a key a source has.
+    """
+    sources = [Path(s) for s in sources]
+    absent = [str(s) for s in sources if not s.is_file()]
+    if absent:
+        raise FileNotFoundError(f"cannot merge: shard cache(s) {absent} do not exist (run those shards first)")
+    target = JsonlCache(dest, key_field)
+    report: dict[str, Any] = {"records_in": {}, "added": 0, "already_present": 0, "conflicts": 0, "torn_bytes": 0,
+                              "corrupt_lines": 0, "duplicates_within": 0}
+    keys: set[str] = set()
+    for src in sources:
+        cache = JsonlCache(src, key_field)
+        report["records_in"][str(src)] = len(cache)
+        for k in ("torn_bytes", "corrupt_lines"):
+            report[k] += getattr(cache, k)
+        report["duplicates_within"] += cache.duplicates
+        fresh = []
+        for rec in cache:
+            key = rec[key_field]
+            keys.add(key)
+            have = target.get(key)
+            if have is None:
+                fresh.append(rec)
+            elif have == rec:
+                report["already_present"] += 1
+            else:
+                report["conflicts"] += 1
+        target.append(fresh)
+        report["added"] += len(fresh)
+    check = JsonlCache(dest, key_field)
+    lost = [k for k in keys if k not in check]
+    if lost:  # pragma: no cover - append() fsyncs; this guards the guarantee, not a known failure
+        raise RuntimeError(f"merge into {dest} lost {len(lost)} records (e.g. {lost[0]})")
+    report["records_out"] = len(check)
+    if report["conflicts"]:
+        log.warning("merge into %s: %d keys answered differently by two shards (first kept)", dest, report["conflicts"])
+    return report

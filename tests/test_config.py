@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from globe.config import apply_profile, deep_merge, load_params, stage_params
+from globe.config import ParamsError, apply_profile, deep_merge, load_params, stage_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,10 +48,12 @@ def test_paper_profile_sets_the_papers_hyperparameters(tmp_path):
     assert g["rewards"] == {"accuracy": 1.0, "localizability": 0.5, "visual": 0.2, "format": 1.0}
     # Every key a profile sets must exist in the default profile (a typo would otherwise add a dead key).
     default = load_params(ROOT / "params.yaml")
-    overlay = yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text(encoding="utf-8"))
-    for group, values in overlay.items():
-        missing = set(values) - set(default[group])
-        assert not missing, f"profiles/paper.yaml sets {group}.{sorted(missing)} that params.yaml lacks"
+    for path in sorted((ROOT / "profiles").glob("*.yaml")):
+        overlay = yaml.safe_load(path.read_text(encoding="utf-8"))
+        overlay.pop("extends", None)
+        for group, values in overlay.items():
+            missing = set(values) - set(default[group])
+            assert not missing, f"{path.name} sets {group}.{sorted(missing)} that params.yaml lacks"
 
 
 def test_unknown_profile_is_a_clear_error(tmp_path):
@@ -71,3 +73,93 @@ def test_import_globe_is_light():
     code = "import sys, globe, globe.cli, globe.config, globe.prompts; print(','.join(m for m in ('torch', 'transformers', 'trl', 'geopandas') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
     assert out == ""
+
+
+# ---- recipes: profiles composed over the default, params.yaml kept readable -----------------------------------------
+
+
+def _copy_repo(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    (tmp_path / "configs" / "deepspeed").mkdir(parents=True)
+    shutil.copy(ROOT / "configs" / "deepspeed" / "zero3.json", tmp_path / "configs" / "deepspeed" / "zero3.json")
+    return tmp_path / "params.yaml"
+
+
+@pytest.mark.parametrize("name", ["paper", "unsloth", "released"])
+def test_every_recipe_renders_readably_and_validates(tmp_path, name, monkeypatch):
+    from globe.config import STAGES, stage_config
+
+    params = _copy_repo(tmp_path)
+    apply_profile(name, params)
+    text = params.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    # nulls stay `null`: a key with nothing after its colon is always a block's parent (never an unset value)
+    code = [ln.split(" #")[0].rstrip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    indent = lambda ln: len(ln) - len(ln.lstrip())  # noqa: E731
+    for ln, nxt in zip(code, code[1:]):
+        if ln.endswith(":"):
+            assert indent(nxt) > indent(ln), f"{ln!r} has an empty value"
+    assert f"This file holds the `{name}` recipe" in text and "This file is the default (smoke) profile" not in text
+    # a changed value never keeps the default's comment about the old one
+    assert "high for the tiny random model" not in text and "the paper profile lowers it" not in text
+    assert "  init_adapter: null        # the base model, not the SFT adapter" in lines
+    # every stage validates (the relative DeepSpeed path from the copy's root)
+    monkeypatch.chdir(tmp_path)
+    for stage in STAGES:
+        stage_config(stage, path=params)
+
+
+def test_recipes_compose_over_the_default_and_default_restores_it(tmp_path):
+    params = _copy_repo(tmp_path)
+    default = params.read_bytes()
+    apply_profile("paper", params)
+    paper = load_params(params)
+    apply_profile("unsloth", params)  # starts from the default again, not from paper: same as applying it first
+    unsloth = load_params(params)
+    assert unsloth["grpo"]["backend"] == "unsloth" and unsloth["grpo"]["num_generations"] == 16
+    assert unsloth["distill"] == paper["distill"] and unsloth["common"]["profile"] == "unsloth"
+    apply_profile("default", params)
+    assert params.read_bytes() == default
+    # with params.yaml holding a recipe, its saved default copy gone and no git history to read, it says what to do
+    apply_profile("paper", params)
+    (tmp_path / ".globe" / "params.default.yaml").unlink()
+    with pytest.raises(ParamsError, match="git checkout"):
+        apply_profile("default", params)
+
+
+def test_profile_errors_are_clear(tmp_path):
+    params = _copy_repo(tmp_path)
+    (tmp_path / "profiles" / "typo.yaml").write_text("grpo:\n  stepz: 3\n", encoding="utf-8")
+    with pytest.raises(KeyError, match=r"grpo\.stepz"):
+        apply_profile("typo", params)
+    (tmp_path / "profiles" / "loop.yaml").write_text("extends: loop\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match="loops"):
+        apply_profile("loop", params)
+    assert load_params(params)["common"]["profile"] == "default"  # nothing written on failure
+
+
+def test_cli_profile_round_trip(tmp_path):
+    params = _copy_repo(tmp_path)
+    before = params.read_text(encoding="utf-8")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "globe.cli", *a, "--params", str(params)],  # noqa: E731
+                                    cwd=tmp_path, capture_output=True, text=True)
+    out = run("profile", "released")
+    assert out.returncode == 0 and "released" in out.stdout
+    shown = yaml.safe_load(run("params", "05_eval").stdout)
+    assert shown["models"][0]["model"] == "globe-project/GLOBE-Qwen2.5VL-7B" and shown["frequency_penalty"] == 0.7
+    assert run("profile", "nope").returncode == 2
+    assert run("profile", "default").returncode == 0 and params.read_text(encoding="utf-8") == before
+
+
+def test_default_comes_back_from_git_when_the_saved_copy_is_gone(tmp_path):
+    params = _copy_repo(tmp_path)
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("add", "params.yaml")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "default")
+    committed = params.read_bytes()
+    apply_profile("paper", params)
+    (tmp_path / ".globe" / "params.default.yaml").unlink()
+    apply_profile("default", params)
+    assert params.read_bytes() == committed

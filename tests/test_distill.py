@@ -16,13 +16,15 @@ import pytest
 
 from globe.answer import parse_completion
 from globe.cache import JsonlCache
-from globe.distill import FILTERS, DistillParams, answer_key, apply_filters, query_teachers, run_distillation
+from globe.config import ParamsError
+from globe.distill import DEFAULT_FILTERS, DistillParams, answer_key, query_teachers, run_distillation
 from globe.distill.filters import filter_agreement, filter_clues, filter_ground_truth, filter_localizability
-from globe.distill.outputs import funnel_table
 from globe.prompts import format_target
 from globe.teachers import OracleTeacher, Sampling
 from globe.tiny import build_tiny_detector
 from globe.vocabulary import extract_entities
+
+ROOT = Path(__file__).resolve().parents[1]
 
 N_TRAIN, N_TEST = 6, 2
 
@@ -284,7 +286,8 @@ def test_run_distillation_end_to_end(sample_dataset, tiny_detector, tiny_vlm_dir
         "batch_size": 4,
         "teachers": [{"name": "tiny", "backend": "local", "model": str(tiny_vlm_dir), "max_new_tokens": 4},
                      {"name": "oracle", "backend": "oracle"}],
-        "filters": list(FILTERS), "min_localizability": 0.5, "city_rule": "string", "city_km": 25, "agreement_km": 100,
+        "filters": list(DEFAULT_FILTERS), "min_localizability": 0.5, "city_rule": "string", "city_km": 25,
+        "agreement_km": 100,
         "min_agreeing_teachers": 1, "detector": str(tiny_detector), "build_tiny_models": False, "detector_threshold": 0.0,
         "min_verified_share": 0.5, "max_entities": 8, "clue_vocabulary": None, "keep": "best",
     }
@@ -293,7 +296,7 @@ def test_run_distillation_end_to_end(sample_dataset, tiny_detector, tiny_vlm_dir
 
     # The funnel adds up: per split and teacher, each stage keeps what the previous kept minus what it dropped.
     f = res.funnel
-    assert list(f["stage"].unique()) == ["judged", *FILTERS]
+    assert list(f["stage"].unique()) == ["judged", *DEFAULT_FILTERS]
     for (split, teacher), g in f.groupby(["split", "teacher"], sort=False):
         kept, dropped = g["kept"].tolist(), g["dropped"].tolist()
         assert kept[0] == n[split] and dropped[0] == 0
@@ -314,7 +317,7 @@ def test_run_distillation_end_to_end(sample_dataset, tiny_detector, tiny_vlm_dir
         assert row["localizable"] and row["localizability"] >= 0.5 and row["entities"] and row["teacher"] == "oracle"
         assert set(row["entities"]) <= set(extract_entities(row["reasoning"]))
     loc = load_from_disk(str(Path(cfg["out"]) / "localizability"))
-    assert set(loc.column_names) == {"id", "image", "reasoning", "label", "score", "teacher"}
+    assert set(loc.column_names) == {"id", "image", "reasoning", "completion", "label", "score", "teacher"}
     assert len(loc) == N_TRAIN and set(loc["teacher"]) == {"oracle"}  # the tiny model's yes/no is unreadable
     assert res.stats["unparsed_localizability"]["tiny"] == N_TRAIN + N_TEST
     assert (Path(cfg["out"]) / "README.md").read_text().count("Oracle teacher (oracle)") == 1
@@ -335,3 +338,135 @@ def test_run_distillation_end_to_end(sample_dataset, tiny_detector, tiny_vlm_dir
     empty = load_from_disk(str(tmp_path / "empty"))
     assert {s: len(d) for s, d in empty.items()} == {"train": 0, "test": 0} and cols <= set(empty["train"].column_names)
     assert none.funnel.query("stage == 'localizability'")["kept"].sum() == 0
+
+
+# ------------------------------------------------------------------------ GLOBE's filter 3 and 4 (paper recipe)
+
+
+def test_geoclip_filter_checks_the_answer_against_geoclips_point():
+    from globe.distill.filters import filter_geoclip
+
+    paris, sydney = (48.86, 2.35), (-33.87, 151.21)
+    df = pd.DataFrame([cand(id="near", geoclip_lat=paris[0] + 0.3, geoclip_lon=paris[1], geoclip_conf=0.4),
+                       cand(id="far", geoclip_lat=sydney[0], geoclip_lon=sydney[1], geoclip_conf=0.4),
+                       cand(id="unsure", geoclip_lat=sydney[0], geoclip_lon=sydney[1], geoclip_conf=0.01),
+                       cand(id="unanswered", geoclip_lat=None, geoclip_lon=None, geoclip_conf=None),
+                       cand(id="nowhere", pred_city="Frobnitz Springs", pred_country="Nowhereland",
+                            geoclip_lat=paris[0], geoclip_lon=paris[1], geoclip_conf=0.9)])
+    out = filter_geoclip(df, DistillParams(agreement_km=100, geoclip_min_confidence=0.05))
+    assert ids(out) == ["near/t1", "unsure/t1"]  # GeoCLIP below its confidence floor abstains
+    votes = dict(zip(out["id"], out["geoclip_vote"]))
+    assert votes == {"near": "agree", "unsure": "abstain"}
+    assert ids(filter_geoclip(df, DistillParams(geoclip_km=20_000))) == ["far/t1", "near/t1", "unsure/t1"]
+    with pytest.raises(ValueError, match="backend geoclip"):
+        filter_geoclip(pd.DataFrame([cand()]), DistillParams())
+    with pytest.raises(ParamsError, match="geoclip filter needs"):
+        DistillParams.from_params({"filters": ["geoclip"], "teachers": [{"name": "o", "backend": "oracle"}]})
+
+
+def test_alignment_filter_compares_the_teachers_reasoning():
+    from globe.distill.filters import filter_alignment, lexical_embedder
+
+    same = "Red double-decker buses, black cabs and a gothic clock tower by the river."
+    df = pd.DataFrame([cand(id="a", teacher="t1", think=same), cand(id="a", teacher="t2", think=same + " London."),
+                       cand(id="b", teacher="t1", think=same),
+                       cand(id="b", teacher="t2", think="Palm trees, a white sand beach and turquoise water."),
+                       cand(id="c", teacher="t1", think=same)])
+    v = lexical_embedder([same, same, "zebra"])
+    assert v[0] @ v[1] == pytest.approx(1.0) and v[0] @ v[2] == pytest.approx(0.0)
+    out = filter_alignment(df, DistillParams(min_alignment=0.6, min_agreeing_teachers=1))
+    assert ids(out) == ["a/t1", "a/t2", "c/t1"]  # b's chains disagree; c is alone (nothing to align with)
+    assert ids(filter_alignment(df, DistillParams(min_alignment=0.6, min_agreeing_teachers=2))) == ["a/t1", "a/t2"]
+    seen = []
+    ids(filter_alignment(df, DistillParams(), embedder=lambda texts: seen.extend(texts) or lexical_embedder(texts)))
+    assert seen == list(df["reasoning"])  # an embedder given is used for every row
+
+
+def test_segmentation_verifier_maps_segment_labels_to_clues():
+    import numpy as np
+    from PIL import Image
+
+    from globe.distill.filters import filter_clues, segment_clues
+
+    assert {"palm tree", "coconut palm"} <= segment_clues("palm")
+    assert "sign" in segment_clues("signboard, sign") and segment_clues("car") == {"car"}
+    assert segment_clues("ottoman") == set()
+
+    def mask(share):
+        m = np.zeros((10, 10), dtype=np.uint8)
+        m.flat[: int(share * 100)] = 255
+        return Image.fromarray(m)
+
+    def segmenter(image):  # a stand-in pipeline: three segments with their areas
+        return [{"label": "palm", "score": None, "mask": mask(0.3)}, {"label": "signboard", "score": None,
+                "mask": mask(0.001)}, {"label": "building", "score": None, "mask": mask(0.5)}]
+
+    df = pd.DataFrame([cand(id="x", think="A palm tree and a building beside a sign."),
+                       cand(id="y", think="A mosque and a minaret.")])
+    cfg = DistillParams(verifier="segmentation", segment_min_area=0.01, min_verified_share=0.6)
+    out = filter_clues(df, cfg, images=lambda s, r: Image.new("RGB", (10, 10)), segmenter=segmenter)
+    assert ids(out) == ["x/t1"]
+    assert sorted(out["entities"].iloc[0]) == ["building", "palm tree"]  # the sign's segment is below the area floor
+    assert out["entity_scores"].iloc[0]["building"] == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------------------ shards past one machine
+
+
+def test_shards_and_merge_lose_nothing_and_duplicate_nothing(sample_dataset, tmp_path):
+    from globe.cache import in_shard, merge_caches, parse_shard, shard_path, shard_paths
+    from globe.distill import merge_shards
+
+    assert parse_shard("3/8") == (3, 8) and parse_shard(None) is None
+    for bad in ("8/8", "a/b", "-1/2", "1"):
+        with pytest.raises(ValueError, match="i/N"):
+            parse_shard(bad)
+    cfg = {"dataset": str(sample_dataset), "out": str(tmp_path / "out"), "cache": str(tmp_path / "cache.jsonl"),
+           "results": str(tmp_path / "results"), "teachers": [{"name": "o", "backend": "oracle"}],
+           "filters": ["localizability", "ground_truth"], "offline": True}
+    ids_all = set()
+    for i in range(3):
+        res = run_distillation({**cfg, "shard": f"{i}/3"}, progress=False)
+        assert res.dataset is None and Path(res.stats["shard"]["cache"]) == shard_path(cfg["cache"], (i, 3))
+        ids_all |= {r["id"] for r in JsonlCache(shard_path(cfg["cache"], (i, 3)))}
+    assert len(ids_all) == N_TRAIN + N_TEST  # every photo in exactly one shard
+    for i in range(3):
+        assert all(in_shard(r["id"], (i, 3)) for r in JsonlCache(shard_path(cfg["cache"], (i, 3))))
+    report = merge_shards(cfg, 3)
+    assert report["added"] == 2 * (N_TRAIN + N_TEST) == report["records_out"] and report["conflicts"] == 0
+    again = merge_shards(cfg, 3)  # merging twice writes nothing twice
+    assert again["added"] == 0 and again["already_present"] == 2 * (N_TRAIN + N_TEST)
+    merged = run_distillation(cfg, progress=False)
+    assert sum(merged.stats["query"]["asked"].values()) == 0  # the shards asked everything
+    direct = run_distillation({**cfg, "cache": str(tmp_path / "direct.jsonl"), "out": str(tmp_path / "direct")},
+                              progress=False)
+    assert merged.dataset["train"]["id"] == direct.dataset["train"]["id"]
+    # a shard that never ran is an error naming it; a key two shards answered differently is a counted conflict
+    with pytest.raises(FileNotFoundError, match="shard-3-of-4"):
+        merge_caches(tmp_path / "m.jsonl", shard_paths(cfg["cache"], 4))
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    JsonlCache(a).append([{"key": "k", "text": "one"}, {"key": "k2", "text": "x"}])
+    JsonlCache(b).append([{"key": "k", "text": "two"}])
+    rep = merge_caches(tmp_path / "ab.jsonl", [a, b])
+    assert (rep["added"], rep["conflicts"]) == (2, 1) and JsonlCache(tmp_path / "ab.jsonl").get("k")["text"] == "one"
+
+
+def test_cli_distill_shard_and_merge(sample_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["distill"].update(dataset=str(sample_dataset), out=str(tmp_path / "out"), cache=str(tmp_path / "c.jsonl"),
+                             results=str(tmp_path / "r"), teachers=[{"name": "o", "backend": "oracle"}],
+                             filters=["localizability"], build_tiny_models=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "globe.cli", *a, "--params", str(tmp_path / "params.yaml")],  # noqa: E731
+                                    cwd=ROOT, capture_output=True, text=True)
+    for i in range(2):
+        done = run("distill", "--shard", f"{i}/2", "--no-progress")
+        assert done.returncode == 0, done.stderr[-2000:]
+    merged = run("merge-shards", "distill", "--shards", "2")
+    assert merged.returncode == 0 and json.loads(merged.stdout)["records_out"] == 2 * (N_TRAIN + N_TEST)
+    assert run("merge-shards", "distill", "--shards", "3").returncode == 2  # shard 2 of 3 never ran

@@ -78,10 +78,15 @@ def test_benchmark_loaders_read_their_layouts(tmp_path, sample_dir):
         assert list(df.columns) == ["id", "lat", "lon", "image"]
         np.testing.assert_allclose(df["lat"], meta["lat"])
         assert all(os.path.isfile(p) for p in df["image"])
-    # A listed image that is absent is an error naming the key, not a silent skip.
+    # A listed image that is absent is a counted, reported skip (never a crash, never silent)...
     pd.concat([pd.read_csv(tmp_path / "i.csv"), pd.DataFrame({"IMG_ID": ["gone.jpg"], "LAT": [1.0], "LON": [2.0]})]).to_csv(
         tmp_path / "i.csv", index=False)
-    with pytest.raises(ev.MissingBenchmark, match=r"1 of 4 images.*eval\.benchmarks\.im2gps3k\.image_dir"):
+    df = ev.load_benchmark("im2gps3k", cfg)
+    assert len(df) == 3 and df.attrs["skipped"] == {"missing_image": 1}
+    assert df.attrs["skipped_ids"] == {"missing_image": ["gone.jpg"]}
+    # ... and a benchmark none of whose images is there is an error naming the key.
+    cfg = _cfg(tmp_path, benchmarks={"im2gps3k": {"csv": str(tmp_path / "i.csv"), "image_dir": str(tmp_path)}})
+    with pytest.raises(ev.MissingBenchmark, match=r"none of the 4 images.*eval\.benchmarks\.im2gps3k\.image_dir"):
         ev.load_benchmark("im2gps3k", cfg)
 
 
@@ -343,3 +348,80 @@ def test_completion_key_changes_with_what_the_model_sees(tmp_path):
 def test_a_mistyped_prompt_name_is_an_error(tmp_path):
     with pytest.raises(ParamsError, match="unknown prompt 'resoning'"):
         _cfg(tmp_path, models=[{"name": "m", "prompt": "resoning"}])
+
+
+# ---- the paper's benchmarks from the hub, skips, shards, the official decoding in the cache key ---------------------
+
+
+def test_hub_style_benchmarks_detect_columns_and_skip_missing_images(tmp_path, sample_dir):
+    from datasets import Dataset, Features, Image, Value
+
+    meta = pd.read_csv(sample_dir / "metadata.csv", dtype={"id": str}).head(4)
+    files = [str(sample_dir / "images" / f) for f in meta["file"]]
+    # GLOBE's layout (IMG_ID, LAT, LON) with its images embedded, one of them missing (incomplete archives)
+    ds = Dataset.from_dict({"IMG_ID": list(meta["file"]), "LAT": list(meta["lat"]), "LON": list(meta["lon"]),
+                            "image": files[:3] + [None]},
+                           features=Features({"IMG_ID": Value("string"), "LAT": Value("float64"),
+                                              "LON": Value("float64"), "image": Image()}))
+    ds.save_to_disk(str(tmp_path / "mp16"))
+    cfg = _cfg(tmp_path, benchmarks={"mp16-reason-test": {"path": str(tmp_path / "mp16"), "split": "test"}})
+    df = ev.load_benchmark("mp16-reason-test", cfg)
+    assert list(df["id"]) == list(meta["file"][:3]) and df.attrs["skipped"] == {"missing_image": 1}
+    load_image(df["image"][0])  # undecoded, loadable
+    # labels only + an image folder (GLOBE's eval CSVs): <image_dir>/<IMG_ID>
+    Dataset.from_dict({"IMG_ID": list(meta["id"]) + ["gone"], "LAT": list(meta["lat"]) + [0.0],
+                       "LON": list(meta["lon"]) + [0.0]}).save_to_disk(str(tmp_path / "labels"))
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    for i, f in zip(meta["id"], meta["file"]):
+        (img_dir / f"{i}.jpg").write_bytes((sample_dir / "images" / f).read_bytes())
+    cfg = _cfg(tmp_path, benchmarks={"mp16-reason-test": {"path": str(tmp_path / "labels"), "image_dir": str(img_dir)}})
+    df = ev.load_benchmark("mp16-reason-test", cfg)
+    assert len(df) == 4 and df.attrs["skipped"] == {"missing_image": 1}
+
+
+def test_osv5m_subset_is_fixed_and_offline_hub_fails_clearly(tmp_path, sample_dir, monkeypatch):
+    from globe.evaluate.benchmarks import stable_subset
+
+    ids = [str(i) for i in range(100)]
+    keep = stable_subset(ids, 30)
+    assert sum(keep) == 30 and keep == stable_subset(ids, 30)
+    chosen = {i for i, k in zip(ids, keep) if k}
+    assert chosen == {i for i, k in zip(ids[::-1], stable_subset(ids[::-1], 30)) if k}  # whatever the row order
+    meta = pd.read_csv(sample_dir / "metadata.csv", dtype={"id": str}).head(5)
+    (tmp_path / "osv" / "images").mkdir(parents=True)
+    for i, f in zip(meta["id"], meta["file"]):
+        (tmp_path / "osv" / "images" / f"{i}.jpg").write_bytes((sample_dir / "images" / f).read_bytes())
+    meta.assign(latitude=meta["lat"], longitude=meta["lon"])[["id", "latitude", "longitude"]].to_csv(
+        tmp_path / "osv" / "test.csv", index=False)
+    entry = {"csv": str(tmp_path / "osv" / "test.csv"), "image_dir": str(tmp_path / "osv" / "images"),
+             "hub": "osv5m/osv5m", "subset": 3}
+    df = ev.load_benchmark("osv5m", _cfg(tmp_path, benchmarks={"osv5m": entry}))
+    assert len(df) == 3 and set(df["id"]) == {i for i, k in zip(meta["id"], stable_subset(meta["id"], 3)) if k}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    gone = {**entry, "csv": str(tmp_path / "none" / "test.csv")}
+    with pytest.raises(ev.MissingBenchmark, match="offline"):
+        ev.load_benchmark("osv5m", _cfg(tmp_path, benchmarks={"osv5m": gone}))
+
+
+def test_penalties_enter_the_cache_key_only_when_set(tmp_path, bench_csv):
+    plain = _cfg(tmp_path)
+    key = ev.completion_key(plain.models[0], plain, "img")
+    assert key == ev.completion_key(_cfg(tmp_path, frequency_penalty=0.0).models[0], plain, "img")
+    pen = _cfg(tmp_path, frequency_penalty=0.7, presence_penalty=0.7)
+    assert ev.completion_key(pen.models[0], pen, "img") != key
+    with pytest.raises(ParamsError, match="presence_penalty"):
+        _cfg(tmp_path, presence_penalty=3.0)
+
+
+def test_eval_shards_merge_into_the_full_run(tmp_path, bench_csv, tiny_vlm_dir):
+    base = dict(models=[{"name": "tiny", "model": str(tiny_vlm_dir), "prompt": "globe-cot"}], max_new_tokens=4)
+    for i in range(2):
+        assert ev.evaluate(_cfg(tmp_path, **base, shard=f"{i}/2"), progress=False) == {}
+    pred = tmp_path / "results" / "predictions" / "custom"
+    assert not (pred / "tiny.jsonl").exists() and len(list(pred.glob("tiny.shard-*-of-2.jsonl"))) == 2
+    report = ev.merge_shards(_cfg(tmp_path, **base), 2)
+    assert report["custom"]["tiny"]["records_out"] == 6
+    raw = ev.predict(ev.load_benchmark("custom", _cfg(tmp_path, **base)), _cfg(tmp_path, **base).models[0],
+                     _cfg(tmp_path, **base), pred / "tiny.jsonl", progress=False)
+    assert raw.attrs["n_generated"] == 0 and raw["raw"].notna().all()  # the shards generated everything

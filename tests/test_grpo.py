@@ -389,3 +389,88 @@ def test_sft_then_grpo_learns_the_colour_task(tiny_vlm_dir, tmp_path):
     print(f"accuracy reward before GRPO {before:.3f}, after {after:.3f}")
     assert before > 0.1, "SFT did not teach the answer format; the test cannot measure GRPO"
     assert after >= before + LEARNING_MARGIN, (before, after)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The paper recipe's GRPO fields: epochs, warmup ratio, vLLM settings, async generation, DeepSpeed, processes, hub data
+
+
+def test_recipe_fields_reach_trls_config(monkeypatch, caplog):
+    import logging
+
+    cfg = GRPOParams.from_params({"steps": None, "num_train_epochs": 1, "warmup_steps": 0.01, "num_generations": 16,
+                                  "per_device_train_batch_size": 16, "use_vllm": True, "vllm_mode": "server",
+                                  "vllm_max_model_length": 1024, "vllm_server_base_url": "http://gpu7:8000",
+                                  "async_generation": True, "out": "/tmp/x/grpo", "prompt": "globe-train"})
+    with caplog.at_level(logging.WARNING, logger="globe.train.grpo"):
+        args = grpo_config(cfg, on_gpu=False, reward_weights=[1.0])
+    assert (args.max_steps, args.num_train_epochs, args.warmup_steps) == (-1, 1, 0.01)
+    assert (args.use_vllm, args.vllm_mode, args.vllm_max_model_length) == (True, "server", 1024)
+    assert args.vllm_server_base_url == "http://gpu7:8000"
+    assert any("async_generation" in m for m in caplog.messages)
+    assert grpo_config(GRPOParams.from_params({"steps": 2, "out": "/tmp/x"}), on_gpu=False,
+                       reward_weights=[1.0]).vllm_max_model_length is None
+    for bad, match in (({"steps": None}, "exactly one"), ({"steps": 2, "num_train_epochs": 1}, "exactly one"),
+                       ({"prompt": "nope"}, "unknown prompt"), ({"deepspeed": "missing.json"}, "not a file")):
+        with pytest.raises(ParamsError, match=match):
+            GRPOParams.from_params(bad)
+
+
+def test_num_processes_is_checked_under_a_launcher_and_launches_otherwise(monkeypatch):
+    from globe.launch import launch_command, needs_launch
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = GRPOParams.from_params({"num_processes": 6, "per_device_train_batch_size": 8,
+                                  "gradient_accumulation_steps": 2, "num_generations": 16})
+    assert needs_launch(cfg)  # not under a launcher: the stage starts the recipe's 6 processes itself
+    cmd = launch_command("grpo", "p.yaml", 6)
+    assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--num_processes"] and cmd[4] == "6"
+    assert cmd[-4:] == ["globe.launch", "grpo", "--params", "p.yaml"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ParamsError, match="assumes 6 processes; this run has WORLD_SIZE=2"):
+        GRPOParams.from_params({"num_processes": 6, "per_device_train_batch_size": 8, "num_generations": 16})
+    monkeypatch.setenv("WORLD_SIZE", "6")
+    assert not needs_launch(GRPOParams.from_params({"num_processes": 6, "per_device_train_batch_size": 8,
+                                                    "gradient_accumulation_steps": 2, "num_generations": 16}))
+
+
+def test_launch_writes_the_config_every_process_reads(tmp_path, monkeypatch):
+    import globe.launch as launch
+
+    calls = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(launch.subprocess, "run", lambda cmd, env, check: calls.append(cmd) or
+                        SimpleNamespace(returncode=0))
+    cfg = GRPOParams.from_params({"num_processes": 2, "per_device_train_batch_size": 2, "num_generations": 4,
+                                  "out": str(tmp_path / "grpo"), "seed": 5})
+    launch.launch("grpo", cfg, tmp_path / "grpo")
+    written = yaml.safe_load((tmp_path / "grpo" / "launch_params.yaml").read_text())
+    assert written["common"] == {"seed": 5, "base_model": cfg.base_model, "offline": True}
+    rebuilt = GRPOParams.from_params({**written["common"], **written["grpo"]})
+    assert rebuilt == cfg and calls and calls[0][-1].endswith("launch_params.yaml")
+    monkeypatch.setattr(launch.subprocess, "run", lambda cmd, env, check: SimpleNamespace(returncode=3))
+    with pytest.raises(RuntimeError, match="2-process job failed"):
+        launch.launch("grpo", cfg, tmp_path / "grpo")
+
+
+def test_released_mp16_reason_layout_is_read(tmp_path):
+    from datasets import Dataset
+    from PIL import Image
+
+    from globe import mp16_reason
+    from globe.train.grpo import _is_hub_id
+
+    assert _is_hub_id("globe-project/MP16-Reason") and not _is_hub_id("tests/missing") and not _is_hub_id("./a/b")
+    img = Image.new("RGB", (8, 8), (1, 2, 3))
+    official = Dataset.from_list([
+        {"images": [img], "response": "Red buses.", "solution": "<country>UK</country><city>London</city>",
+         "entities": [{"text": "bus"}, {"text": "clock tower"}]},
+        {"images": [img], "response": "<think>Snow.</think>", "solution": "Norway\tOslo", "entities": []},
+        {"images": [img], "response": "No place.", "solution": "", "entities": []},  # no place: skipped
+    ])
+    ds = mp16_reason.normalise(official)
+    assert ds["country"] == ["UK", "Norway"] and ds["city"] == ["London", "Oslo"]
+    assert ds["reasoning"] == ["Red buses.", "Snow."] and ds["entities"] == [["bus", "clock tower"], []]
+    assert ds[0]["image"].size == (8, 8)
+    converted = to_grpo_dataset(ds, "a prompt")
+    assert converted[0]["prompt"] == [{"role": "user", "content": "a prompt"}]

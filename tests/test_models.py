@@ -277,3 +277,45 @@ def test_recipe_max_seq_length_bounds_the_processed_prompt(tiny):
     assert n + 100 == budget
     with pytest.raises(ValueError, match="max_pixels"):
         models.max_image_tokens(object())
+
+
+# ---- frequency and presence penalties (GLOBE's evaluation: 0.7 each), OpenAI / vLLM definitions ---------------------
+
+
+def test_occurrence_penalty_is_the_openai_definition():
+    import torch
+
+    prompt = torch.tensor([[5, 5, 5, 1]])  # prompt tokens are not penalised
+    generated = torch.tensor([[2, 3, 3, 3]])
+    scores = torch.zeros(1, 8)
+    out = models.occurrence_penalty(prompt.shape[1], 0.7, 0.5)(torch.cat([prompt, generated], 1), scores.clone())
+    expected = torch.zeros(1, 8)
+    expected[0, 2] = -(0.7 * 1 + 0.5)
+    expected[0, 3] = -(0.7 * 3 + 0.5)
+    assert torch.allclose(out, expected)
+    assert torch.equal(models.occurrence_penalty(4, 0.7, 0.7)(prompt, scores.clone()), scores)  # nothing generated yet
+
+
+def test_penalised_generation_runs_before_temperature_and_changes_greedy_output(tiny):
+    vlm, processor = tiny
+    images = [_noise(i) for i in range(2)]
+    plain = models.generate(vlm, processor, images, "Where?", max_new_tokens=24, temperature=0.0)
+    again = models.generate(vlm, processor, images, "Where?", max_new_tokens=24, temperature=0.0,
+                            frequency_penalty=0.0, presence_penalty=0.0)
+    penalised = models.generate(vlm, processor, images, "Where?", max_new_tokens=24, temperature=0.0,
+                                frequency_penalty=2.0, presence_penalty=2.0)
+    assert plain == again and penalised != plain  # zero penalties are the old path exactly
+    sampled = models.generate(vlm, processor, images, "Where?", max_new_tokens=8, temperature=0.1, seed=3,
+                              frequency_penalty=0.7, presence_penalty=0.7)
+    assert sampled == models.generate(vlm, processor, images, "Where?", max_new_tokens=8, temperature=0.1, seed=3,
+                                      frequency_penalty=0.7, presence_penalty=0.7)  # seeded: repeatable
+
+
+def test_all_linear_lora_targets_named_layers_only(tiny_vlm_dir):
+    vlm, _ = models.load_vlm(tiny_vlm_dir)
+    cfg = models.peft_lora_config(vlm, r=4, alpha=8, target_modules="all-linear")
+    import re
+
+    targets = [n for n, _ in vlm.named_modules() if re.fullmatch(cfg.target_modules, n)]
+    assert targets and all(type(dict(vlm.named_modules())[n]).__name__ == "Linear" for n in targets)
+    assert not any("visual" in n for n in targets)  # finetune_vision_layers is false

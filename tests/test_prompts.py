@@ -90,3 +90,33 @@ def test_long_blank_runs_parse_in_linear_time():
 
 def test_lone_surrogates_are_replaced():
     assert parse_completion("<think>\udcff</think>").think.encode("utf-8")
+
+
+# ---- GLOBE's official prompts, shipped verbatim as data -------------------------------------------------------------
+
+OFFICIAL_SHA256 = {  # of the strings in lingli1996/GLOBE (globe/assets/prompts/SOURCE.md)
+    "globe-train": "034862d777a2a36f2b4dc1a7a93e55d380608e458161ecbf37471a2e0c7380d8",
+    "globe-cot": "340b48895d958df24ada3eebf03972ceef38a578f275c6f218e5c648ef772bbc",
+    "globe-no-cot": "50f08ad6dd533540e1882019204d36360aa26870efa5c68ed1919f6b8fc4b1c0",
+    "globe-rm-system": "d461d547f4f7cee759b97a9356b9fbe7ef14d08579e8d3cd095d74085394cf03",
+}
+
+
+def test_official_prompts_are_verbatim_and_selectable():
+    import hashlib
+
+    from globe.prompts import OFFICIAL_PROMPTS, PROJECT_PROMPTS, PROMPTS, prompt_named
+
+    assert {n: hashlib.sha256(t.encode("utf-8")).hexdigest() for n, t in OFFICIAL_PROMPTS.items()} == OFFICIAL_SHA256
+    assert PROMPTS == {**PROJECT_PROMPTS, **OFFICIAL_PROMPTS}  # the project's own prompts keep their names
+    assert prompt_named("globe-train").startswith("You are a geolocation expert.")
+    assert "\u201cyes\u201d or \u201cno\u201d directly.\n" in prompt_named("globe-rm-system")  # curly quotes kept
+    with pytest.raises(KeyError, match="unknown prompt"):
+        prompt_named("globe-typo")
+
+
+def test_official_prompts_leave_the_tiny_model_alone():
+    from globe import tiny
+
+    corpus = tiny._corpus()
+    assert not any("You are a geolocation expert" in line for line in corpus)

@@ -501,3 +501,59 @@ rm.train_reward_model({{"labels": {str(tmp_path / 'labels')!r}, "base_model": "m
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**__import__("os").environ, "PYTHONPATH": str(root)})
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# GLOBE's official input and readout
+
+
+def test_official_top5_readout_is_exact():
+    top = [{"token": "Yes", "logprob": math.log(0.5)}, {"token": " yes", "logprob": math.log(0.2)},
+           {"token": "NO", "logprob": math.log(0.1)}, {"token": "yEs", "logprob": math.log(0.1)}]
+    value, both = rm.yes_no_from_top_logprobs(top, exact=True)
+    assert value == pytest.approx(0.5 / 0.6) and both  # " yes" and "yEs" are not GLOBE's tokens
+    assert rm.yes_no_from_top_logprobs(top)[0] == pytest.approx(0.8 / 0.9)  # the project's lenient match
+    assert rm.yes_no_from_top_logprobs([{"token": "maybe", "logprob": -0.1}], exact=True) == (0.0, False)
+    with pytest.raises(rm.NoYesNoError):
+        rm.yes_no_from_top_logprobs([{"token": "maybe", "logprob": -0.1}])
+
+
+def test_official_messages_hold_the_system_prompt_and_the_whole_completion(tiny_vlm_dir):
+    from globe.prompts import GLOBE_RM_SYSTEM_PROMPT
+    from globe.reward_model.readout import reward_messages
+
+    completion = "<think>Red buses.</think><answer>country: UK\ncity: London</answer>"
+    msgs = reward_messages(completion, "official")
+    assert msgs[0] == {"role": "system", "content": [{"type": "text", "text": GLOBE_RM_SYSTEM_PROMPT}]}
+    assert msgs[1]["content"] == [{"type": "image"}, {"type": "text", "text": completion}]
+    assert reward_messages("r")[0]["role"] == "user" and len(reward_messages("r")) == 1
+
+
+def test_official_scorer_reads_top5_and_takes_completions(tiny_vlm_dir):
+    from globe.reward_model.readout import top5_exact_probability
+
+    official = rm.LocalizabilityScorer(tiny_vlm_dir, batch_size=4, max_pixels=SMALL, input_format="official",
+                                       readout="top5")
+    assert official.input_text == "completion"
+    images, texts = _images(3), ["<think>a</think><answer>country: X\ncity: Y</answer>", "b", ""]
+    scores = official.score(images, texts)
+    rows = official.logprobs([fit_image(im, SMALL) for im in images], texts)
+    assert scores == pytest.approx([top5_exact_probability(r, official.tokenizer)[0] for r in rows])
+    assert all(0.0 <= s <= 1.0 for s in scores) and official.stats["errors"] == 0
+
+
+def test_endpoint_official_request(scripted):
+    from globe.prompts import GLOBE_RM_SYSTEM_PROMPT
+
+    srv = scripted("good")
+    client = _client(srv.url, input_format="official", readout="top5", top_logprobs=20)
+    completion = "<think>Red buses.</think><answer>country: UK\ncity: London</answer>"
+    (score,) = client.score(_images(1), [completion])
+    body = srv.requests[0]
+    assert body["top_logprobs"] == 5  # GLOBE's readout asks for the top 5
+    assert body["messages"][0] == {"role": "system", "content": [{"type": "text", "text": GLOBE_RM_SYSTEM_PROMPT}]}
+    user = body["messages"][1]["content"]
+    assert user[0]["image_url"]["url"].startswith("data:image/png;base64,") and user[1]["text"] == completion
+    # the scripted top list: "yes" -0.2, " Yes" -3.0 (not exact), "no" -1.5
+    assert score == pytest.approx(math.exp(-0.2) / (math.exp(-0.2) + math.exp(-1.5)))
+    assert client.input_text == "completion"

@@ -494,3 +494,26 @@ def test_random_garbage_never_raises():
                           city=["Lyon"] * 30)
     assert ok["format"].tolist() == [1.0] * 30 and ok["accuracy"].tolist() == [1.0] * 30
 
+
+
+def test_localizability_reward_sends_whole_completions_to_an_official_scorer():
+    from PIL import Image
+
+    from globe.rewards import make_localizability_reward
+
+    class Official:
+        input_text = "completion"
+        seen: list = []
+
+        def score(self, images, texts):
+            self.seen += list(texts)
+            return [0.25] * len(texts)
+
+    scorer = Official()
+    reward = make_localizability_reward(scorer)
+    comps = ["<think>x</think><answer>country: A\ncity: B</answer>", "no think at all", ""]
+    img = Image.new("RGB", (8, 8))
+    assert reward(comps, image=[img] * 3) == [0.25, 0.25, 0.0]  # an empty completion is not judged
+    assert scorer.seen == comps[:2]
+    with pytest.raises(ValueError, match="reasoning' or 'completion"):
+        make_localizability_reward(scorer, text="answer")

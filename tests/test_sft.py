@@ -182,3 +182,20 @@ def test_4bit_needs_a_gpu(tiny_vlm_dir, reason_ds, tmp_path):
 
     with pytest.raises(RuntimeError, match="CUDA"):
         train_sft(_cfg(tiny_vlm_dir, reason_ds, tmp_path, load_in_4bit=True))
+
+
+def test_full_fine_tuning_trains_every_weight_but_the_vision_tower(tiny_vlm_dir):
+    from globe.models import load_vlm
+    from globe.train.sft import full_finetune
+
+    model, _ = load_vlm(tiny_vlm_dir, training=True)
+    n = full_finetune(model, freeze_vision=True)
+    vision = sum(p.numel() for name, p in model.named_parameters() if ".visual." in f".{name}")
+    assert vision > 0 and n == sum(p.numel() for p in model.parameters()) - vision
+    assert full_finetune(model, freeze_vision=False) == sum(p.numel() for p in model.parameters())
+    cfg = SFTParams.from_params({"lora": None, "prompt": "globe-train"})
+    assert cfg.lora is None and cfg.freeze_vision
+    with pytest.raises(ParamsError, match="full fine-tuning"):
+        SFTParams.from_params({"lora": None, "load_in_4bit": True})
+    with pytest.raises(ParamsError, match="unknown prompt"):
+        SFTParams.from_params({"prompt": "Where was this photo taken?"})  # a name in PROMPTS, not a text

@@ -16,7 +16,6 @@ from globe.prompts import LOCALIZABILITY_PROMPT, REASONING_PROMPT
 from globe.teachers import (
     ErrorBudgetExceeded,
     OpenAITeacher,
-    OracleTeacher,
     Request,
     Sampling,
     TeacherError,
@@ -288,3 +287,57 @@ def test_a_key_pasted_as_the_variable_name_is_refused_and_never_shown():
         with pytest.raises(ParamsError):
             DistillParams.from_params({"teachers": [{**teachers[0], "api_key_env": not_a_name}]})
     assert DistillParams.from_params({"teachers": [{**teachers[0], "api_key_env": "MY_KEY"}]}).teachers
+
+
+def test_several_servers_share_the_requests_and_are_not_the_identity(key_env):
+    with FakeChatServer() as a, FakeChatServer() as b:
+        t = OpenAITeacher(name="t", model="m", base_url=[a.url, b.url], api_key_env=key_env, concurrency=2,
+                          timeout_s=5, max_retries=1, backoff_s=0.01)
+        out = t.complete(reqs([f"ok:{i}" for i in range(6)]))
+        assert [r.text for r in out] == [f"echo:{i}" for i in range(6)]
+        assert sum(a.attempts.values()) == 3 and sum(b.attempts.values()) == 3  # round robin
+        single = OpenAITeacher(name="t", model="m", base_url=a.url, api_key_env=key_env)
+        assert t.identity() == single.identity()  # replicas answer alike: one cache key whichever server answered
+    with pytest.raises(TeacherError, match="base_url"):
+        OpenAITeacher(name="t", model="m", base_url=[], api_key_env=None)
+
+
+@pytest.fixture(scope="module")
+def tiny_geoclip(tmp_path_factory):
+    from globe.tiny import build_tiny_geoclip
+
+    return build_tiny_geoclip(tmp_path_factory.mktemp("geoclip") / "geoclip", gallery_size=64)
+
+
+def test_geoclip_teacher_gives_points_and_confidences(tiny_geoclip):
+    from globe.teachers import GeoCLIPTeacher, parse_gps
+
+    t = make_teacher({"name": "geoclip", "backend": "geoclip", "model": str(tiny_geoclip), "batch_size": 2})
+    assert isinstance(t, GeoCLIPTeacher) and t.kinds == ("gps",)
+    photos = [Image.new("RGB", (40 + 9 * i, 30), (20 * i, 90, 160)) for i in range(5)]
+    out = t.complete([Request(id=str(i), image=im, prompt="") for i, im in enumerate(photos)] +
+                     [Request(id="bad", image=b"not an image", prompt="")])
+    points = [parse_gps(r.text) for r in out[:5]]
+    assert all(p is not None and -90 <= p[0] <= 90 and 0 < p[2] <= 1 for p in points)
+    assert out[5].error and out[5].text == ""  # a broken photo is its own error
+    # batching does not change an answer
+    one = make_teacher({"name": "geoclip", "backend": "geoclip", "model": str(tiny_geoclip), "batch_size": 1})
+    assert [r.text for r in one.complete([Request(id="0", image=photos[0], prompt="")])] == [out[0].text]
+    ident = t.identity()
+    assert ident["backend"] == "geoclip" and ident["model_digest"] and ident["geoclip"]
+    assert parse_gps("lat: 91\nlon: 0\nconfidence: 0.5") is None and parse_gps("nonsense") is None
+
+
+def test_geoclip_answers_are_cached_and_resumed(tiny_geoclip, tmp_path):
+    from datasets import Dataset, Image as ImageFeature
+
+    from globe.cache import JsonlCache
+    from globe.distill import query_teachers
+
+    photos = [Image.new("RGB", (32, 32), (i * 80, 0, 0)) for i in range(3)]
+    ds = Dataset.from_dict({"id": ["a", "b", "c"], "image": photos}).cast_column("image", ImageFeature())
+    t = make_teacher({"name": "geoclip", "backend": "geoclip", "model": str(tiny_geoclip)})
+    cache = JsonlCache(tmp_path / "c.jsonl")
+    first = query_teachers([t], {"train": ds}, cache)
+    again = query_teachers([t], {"train": ds}, JsonlCache(tmp_path / "c.jsonl"))
+    assert first["asked"]["geoclip"] == 3 and again["asked"]["geoclip"] == 0 and again["cached"]["geoclip"] == 3

@@ -15,9 +15,21 @@ GLOBE's recipe (paper §3.1), step by step as `run_distillation` does it:
    - `agreement`:      the reasoning is consistent (the completion is well formed, and if the reasoning names
                        countries the answered one is among them) and at least `min_agreeing_teachers` teachers still
                        in the running give the same country and a city within `agreement_km`;
-   - `clues`:          the visual entities named in the reasoning (`globe.vocabulary.extract_entities`) are checked
-                       by an open-vocabulary detector (OWLv2 in the paper profile); verified ones become `entities`;
-                       the share verified must reach `min_verified_share`.
+   - `geoclip`:        (GLOBE's third teacher) the answered place is within `geoclip_km` of GeoCLIP's point;
+   - `alignment`:      the reasoning chains of the teachers still in the running on a photo are semantically
+                       aligned (cosine similarity of sentence embeddings >= `min_alignment`; `alignment_model`
+                       `lexical` is a deterministic stand-in);
+   - `clues`:          the visual entities named in the reasoning (`globe.vocabulary.extract_entities`) are verified
+                       in the photo, by a segmentation model (`verifier: segmentation`, GLOBE's: the entity is among
+                       the segments' labels, mapped to the clue vocabulary) or an open-vocabulary detector
+                       (`verifier: detector`, OWLv2); verified ones become `entities`; the share verified must reach
+                       `min_verified_share`.
+   GLOBE's filter 3 is `agreement` + `geoclip` + `alignment`; the default profile runs `agreement` only.
+
+Past one machine: with `shard: i/N` a run queries only its shard's photos (a stable hash of the id) into its own
+cache file (`cache.shard-i-of-N.jsonl`) and stops; `merge_shards(cfg, N)` (`globe merge-shards distill --shards N`)
+joins the N caches into `cache` (no record lost, none twice) and a normal run then filters and writes with nothing
+left to ask.
 3. Write (`globe.distill.outputs`). Per photo the surviving candidate with the highest localizability score (ties:
    teacher order) becomes one row of the dataset at `out` (splits as ingested), with a dataset card README.md; every
    judged (photo, teacher) of `localizability_split` -- positives and negatives -- becomes a row of the reward
@@ -34,8 +46,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from globe.cache import parse_shard
 from globe.config import ParamsError, StageConfig
-from globe.distill.filters import FILTERS, apply_filters, collect_candidates, load_detector
+from globe.distill.filters import (
+    DEFAULT_FILTERS,
+    FILTERS,
+    apply_filters,
+    collect_candidates,
+    load_detector,
+    load_embedder,
+    load_segmenter,
+)
 from globe.distill.outputs import (
     agreement_matrix,
     build_localizability_dataset,
@@ -66,7 +87,7 @@ class DistillParams(StageConfig):
     max_images: int | None = None  # per split
     batch_size: int = 16
     teachers: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "oracle", "backend": "oracle"}])
-    filters: list[str] = field(default_factory=lambda: list(FILTERS))
+    filters: list[str] = field(default_factory=lambda: list(DEFAULT_FILTERS))
     min_localizability: float = 0.5
     city_rule: Literal["string", "gazetteer"] = "string"
     city_km: float = 25.0
@@ -80,6 +101,19 @@ class DistillParams(StageConfig):
     max_entities: int = 8
     clue_vocabulary: list[str] | None = None  # None: globe.vocabulary.CLUE_VOCABULARY
     keep: Literal["best", "all"] = "best"
+    # filter 3b (`geoclip`): a teacher's place within this of GeoCLIP's point (None: agreement_km); GeoCLIP less
+    # confident than geoclip_min_confidence abstains
+    geoclip_km: float | None = None
+    geoclip_min_confidence: float = 0.0
+    # filter 3c (`alignment`): sentence encoder (`lexical`: the deterministic stand-in) and the cosine to reach
+    alignment_model: str = "lexical"
+    min_alignment: float = 0.5
+    # filter 4 (`clues`): who verifies the named entities, and the segmenter's settings
+    verifier: Literal["detector", "segmentation"] = "detector"
+    segmenter: str = "models/tiny-segformer"
+    segment_min_area: float = 0.0  # share of the photo a segment must cover to count
+    segment_aliases: dict[str, list[str]] | None = None  # None: globe.distill.filters.SEGMENT_ALIASES
+    shard: str | None = None  # "i/N": query only shard i of N into its own cache file, then stop (merge_shards)
     seed: int = 0
     offline: bool = True
 
@@ -101,6 +135,19 @@ class DistillParams(StageConfig):
         names = [t.get("name", t["backend"]) for t in self.teachers]
         self.require(len(set(names)) == len(names), "teachers", f"teacher names must be unique (they key the "
                      f"cache): {names}")
+        backends = [t["backend"] for t in self.teachers]
+        self.require(any(b != "geoclip" for b in backends), "teachers", "name at least one VLM teacher (GeoCLIP "
+                     "gives points, not reasoning)")
+        self.require("geoclip" not in self.filters or "geoclip" in backends, "filters",
+                     "the geoclip filter needs a teacher with backend geoclip")
+        self.require(self.geoclip_km is None or self.geoclip_km > 0, "geoclip_km", "must be > 0 or null")
+        self.require(0.0 <= self.geoclip_min_confidence <= 1.0, "geoclip_min_confidence", "must be in [0, 1]")
+        self.require(-1.0 <= self.min_alignment <= 1.0, "min_alignment", "must be a cosine, in [-1, 1]")
+        self.require(0.0 <= self.segment_min_area < 1.0, "segment_min_area", "must be in [0, 1)")
+        try:
+            parse_shard(self.shard)
+        except ValueError as e:
+            raise ParamsError(f"distill.shard: {e}") from None
 
 
 @dataclass
@@ -128,18 +175,47 @@ def load_splits(path: str, names: Sequence[str] | None, max_images: int | None =
 
 
 def ensure_tiny_models(cfg: DistillParams) -> None:
-    """Build the tiny random detector and local teacher models named by `cfg` when missing (`build_tiny_models`)."""
+    """Build the tiny random models `cfg` names (detector or segmenter, sentence encoder, local teachers, GeoCLIP)
+    when they are missing (`build_tiny_models`: the default profile and the recipe shape check)."""
     if not cfg.build_tiny_models:
         return
-    from globe.tiny import build_tiny_detector, build_tiny_vlm
+    from globe import tiny
 
-    if "clues" in cfg.filters and not Path(cfg.detector).exists():
-        log.info("building the tiny random detector at %s", cfg.detector)
-        build_tiny_detector(cfg.detector, seed=cfg.seed)
+    def build(kind: str, builder, path: str) -> None:
+        if not Path(path).exists():
+            log.info("building the tiny random %s at %s", kind, path)
+            builder(path, seed=cfg.seed)
+
+    if "clues" in cfg.filters:
+        if cfg.verifier == "detector":
+            build("detector", tiny.build_tiny_detector, cfg.detector)
+        else:
+            build("segmenter", tiny.build_tiny_segmenter, cfg.segmenter)
+    if "alignment" in cfg.filters and cfg.alignment_model != "lexical":
+        build("sentence encoder", tiny.build_tiny_text_encoder, cfg.alignment_model)
     for t in cfg.teachers:
-        if t.get("backend") == "local" and not Path(t["model"]).exists():
-            log.info("building the tiny random VLM at %s", t["model"])
-            build_tiny_vlm(t["model"], seed=cfg.seed)
+        if t.get("backend") == "local":
+            build("VLM", tiny.build_tiny_vlm, t["model"])
+        elif t.get("backend") == "geoclip" and t.get("model", "geoclip") != "geoclip":
+            build("GeoCLIP", tiny.build_tiny_geoclip, t["model"])
+
+
+def shard_splits(splits: dict, shard: tuple[int, int]) -> dict:
+    """Each split's photos that belong to `shard` (by a stable hash of the id)."""
+    from globe.cache import in_shard
+
+    return {name: ds.select([i for i, x in enumerate(ds["id"]) if in_shard(x, shard)]) for name, ds in splits.items()}
+
+
+def merge_shards(cfg: DistillParams | dict, n_shards: int) -> dict:
+    """Join the caches of shards 0..N-1 (`cache.shard-i-of-N.jsonl`) into `cfg.cache`; returns the merge report
+    (`globe.cache.merge_caches`: nothing lost, nothing twice). Every shard must have run."""
+    from globe.cache import merge_caches, shard_paths
+
+    cfg = cfg if isinstance(cfg, DistillParams) else DistillParams.from_params(cfg)
+    report = merge_caches(cfg.cache, shard_paths(cfg.cache, n_shards))
+    log.info("distillation: merged %d shards into %s: %s", n_shards, cfg.cache, report)
+    return report
 
 
 def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None,
@@ -150,21 +226,38 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
     from globe.data import save_dataset
     from globe.teachers import make_teacher
 
+    from globe.cache import shard_path
+    from globe.distill.query import teacher_kinds
+
     cfg = cfg if isinstance(cfg, DistillParams) else DistillParams.from_params(cfg)
     prepare_run(cfg.seed, cfg.offline)
     clock = {"start": time.perf_counter()}
     splits = load_splits(cfg.dataset, cfg.splits, cfg.max_images)
+    shard = parse_shard(cfg.shard)
+    if shard is not None:
+        splits = shard_splits(splits, shard)
     ensure_tiny_models(cfg)
     if teachers is None:
         teachers = [make_teacher(t, seed=cfg.seed) for t in cfg.teachers]
-    names = [t.name for t in teachers]
-    if len(set(names)) != len(names):
-        raise ValueError(f"teacher names must be unique (they key the cache): {names}")
-    cache = JsonlCache(cfg.cache)
+    all_names = [t.name for t in teachers]
+    if len(set(all_names)) != len(all_names):
+        raise ValueError(f"teacher names must be unique (they key the cache): {all_names}")
+    names = [t.name for t in teachers if "reasoning" in teacher_kinds(t)]  # the candidates' teachers (not GeoCLIP)
+    cache = JsonlCache(shard_path(cfg.cache, shard) if shard else cfg.cache)
     stats: dict[str, Any] = {"cache_on_load": cache.report()}
     stats["query"] = query_teachers(teachers, splits, cache, cfg.batch_size, progress=progress)
     teacher_seconds = stats["query"].pop("seconds")  # wall times are shown, never written to tracked results
     clock["query"] = time.perf_counter()
+    if shard is not None:  # a shard only asks; the merged run filters and writes
+        for t in teachers:
+            t.close()
+        stats["shard"] = {"shard": cfg.shard, "cache": str(cache.path),
+                          "images": {s: len(d) for s, d in splits.items()}}
+        results = Path(cfg.results)
+        results.mkdir(parents=True, exist_ok=True)
+        (results / f"shard-{shard[0]}-of-{shard[1]}.json").write_text(json.dumps(stats, indent=1, default=str) + "\n")
+        log.info("distillation shard %s: %s", cfg.shard, stats["query"])
+        return DistillResult(None, None, None, None, None, None, stats, {}, {"teachers": teacher_seconds})
     judged = collect_candidates(teachers, splits, cache)
     stats["unparsed_localizability"] = {t: int(((judged["teacher"] == t) & judged["loc_label"].isna()).sum())
                                         for t in names}
@@ -172,8 +265,17 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
                                 for t in names}
     for t in teachers:
         t.close()
-    detector = load_detector(cfg.detector) if "clues" in cfg.filters else None
-    survivors, stages = apply_filters(judged, cfg, images=lambda s, r: splits[s][int(r)]["image"], detector=detector)
+    models: dict[str, Any] = {}
+    if "clues" in cfg.filters:
+        if cfg.verifier == "detector":
+            models["detector"] = load_detector(cfg.detector)
+        else:
+            models["segmenter"] = load_segmenter(cfg.segmenter)
+    if "alignment" in cfg.filters:
+        models["embedder"] = load_embedder(cfg.alignment_model)
+    stats["verifier"] = {"verifier": cfg.verifier,
+                         "model": cfg.detector if cfg.verifier == "detector" else cfg.segmenter}
+    survivors, stages = apply_filters(judged, cfg, images=lambda s, r: splits[s][int(r)]["image"], **models)
     clock["filters"] = time.perf_counter()
     funnel = funnel_table(stages, names, list(splits))
     agreement = agreement_matrix(judged, names, cfg.agreement_km)
@@ -206,5 +308,5 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
     return DistillResult(dataset, loc, judged, survivors, funnel, agreement, stats, dict(stages), seconds)
 
 
-__all__ = ["DistillParams", "DistillResult", "FILTERS", "answer_key", "apply_filters", "collect_candidates",
-           "load_splits", "query_teachers", "run_distillation"]
+__all__ = ["DEFAULT_FILTERS", "DistillParams", "DistillResult", "FILTERS", "answer_key", "apply_filters",
+           "collect_candidates", "load_splits", "merge_shards", "query_teachers", "run_distillation", "shard_splits"]

@@ -1,5 +1,7 @@
-"""The candidates (one per photo and teacher) and the four filters that keep trustworthy traces (see the package
-docstring). Every filter is `fn(df, cfg, *, images, detector) -> df`: it keeps rows, and may add columns."""
+"""The candidates (one per photo and teacher) and the filters that keep trustworthy traces (see the package
+docstring). Every filter is `fn(df, cfg, *, images, detector, **models) -> df`: it keeps rows, and may add columns;
+`models` holds what `apply_filters` was given besides (`embedder` for `alignment`, `segmenter` for `clues` with the
+segmentation verifier)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from globe.distill.query import META_COLUMNS, answer_key
+from globe.distill.query import META_COLUMNS, answer_key, teacher_kinds
 
 if TYPE_CHECKING:  # pragma: no cover
     from globe.distill import DistillParams
@@ -21,11 +23,19 @@ def collect_candidates(teachers: Sequence, splits: Mapping[str, Any], cache):
 
     from globe.answer import parse_completion, parse_localizability
 
+    from globe.teachers import parse_gps
+
+    vlms = [t for t in teachers if "reasoning" in teacher_kinds(t)]
+    locators = [t for t in teachers if "gps" in teacher_kinds(t)]
     rows = []
     for split, ds in splits.items():
         gt = ds.select_columns([c for c in META_COLUMNS if c in ds.column_names]).to_pandas()
         for row, sample in enumerate(gt.to_dict("records")):
-            for order, teacher in enumerate(teachers):
+            gps = None
+            for locator in locators[:1]:  # GeoCLIP's point for this photo, beside every VLM candidate
+                rec = cache.get(answer_key(sample["id"], locator, "gps"))
+                gps = parse_gps(rec["text"]) if rec else None
+            for order, teacher in enumerate(vlms):
                 r = cache.get(answer_key(sample["id"], teacher, "reasoning"))
                 loc = cache.get(answer_key(sample["id"], teacher, "localizability"))
                 if r is None or loc is None:
@@ -38,9 +48,13 @@ def collect_candidates(teachers: Sequence, splits: Mapping[str, Any], cache):
                     "format_ok": p.format_ok, "pred_country": p.country, "pred_city": p.city,
                     "loc_text": loc["text"], "loc_label": label, "loc_score": score,
                     **{f"gt_{c}": sample.get(c) for c in META_COLUMNS if c != "id"},
+                    **({"geoclip_lat": gps[0], "geoclip_lon": gps[1], "geoclip_conf": gps[2]} if gps else
+                       {"geoclip_lat": None, "geoclip_lon": None, "geoclip_conf": None} if locators else {}),
                 })
     cols = ["split", "row", "id", "teacher", "teacher_order", "completion", "reasoning", "format_ok", "pred_country",
             "pred_city", "loc_text", "loc_label", "loc_score"] + [f"gt_{c}" for c in META_COLUMNS if c != "id"]
+    if locators:
+        cols += ["geoclip_lat", "geoclip_lon", "geoclip_conf"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -177,8 +191,177 @@ def filter_agreement(df, cfg: DistillParams, **_: Any):
     return df[df["consistent"] & (df["n_agree"] >= cfg.min_agreeing_teachers)]
 
 
-def filter_clues(df, cfg: DistillParams, *, images: Callable | None = None, detector=None, **_: Any):
-    """(4) Entities named in the reasoning are checked by the detector; `entities` keeps the verified ones."""
+def filter_geoclip(df, cfg: DistillParams, **_: Any):
+    """(3b) The teacher's answered place (geocoded offline) lies within `geoclip_km` (null: `agreement_km`) of
+    GeoCLIP's point for the photo. Below `geoclip_min_confidence` GeoCLIP abstains and the row passes (counted in
+    `geoclip_vote`); a photo GeoCLIP did not answer, or an answer that cannot be geocoded, fails."""
+    from globe.geo import geocode, haversine_km
+
+    if "geoclip_lat" not in df.columns:
+        raise ValueError("the geoclip filter needs a teacher with backend geoclip in distill.teachers")
+    df = df.copy()
+    km = cfg.geoclip_km if cfg.geoclip_km is not None else cfg.agreement_km
+    dist, vote = [], []
+    for country, city, lat, lon, conf in zip(df["pred_country"], df["pred_city"], df["geoclip_lat"],
+                                             df["geoclip_lon"], df["geoclip_conf"]):
+        if lat is None or lat != lat:
+            dist.append(float("nan"))
+            vote.append("no_answer")
+            continue
+        place = geocode(", ".join(p for p in (city, country) if p)) if (city or country) else None
+        if place is None or place.lat != place.lat:
+            dist.append(float("nan"))
+            vote.append("unresolved")
+            continue
+        d = float(haversine_km(place.lat, place.lon, float(lat), float(lon)))
+        dist.append(d)
+        vote.append("abstain" if float(conf) < cfg.geoclip_min_confidence else "agree" if d <= km else "disagree")
+    df["geoclip_distance_km"], df["geoclip_vote"] = dist, vote
+    return df[df["geoclip_vote"].isin(["agree", "abstain"])]
+
+
+def lexical_embedder(texts: Sequence[str], dim: int = 4096):
+    """The deterministic stand-in for a sentence encoder: hashed, L2-normalised bag-of-words vectors (lower-cased
+    words, stable SHA-1 buckets), so the cosine of two texts measures their shared wording."""
+    import hashlib
+
+    import numpy as np
+
+    out = np.zeros((len(texts), dim), dtype=np.float64)
+    for i, text in enumerate(texts):
+        for word in re.findall(r"[^\W\d_]{2,}", (text or "").lower()):
+            out[i, int(hashlib.sha1(word.encode("utf-8")).hexdigest()[:8], 16) % dim] += 1.0
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms > 0, norms, 1.0)
+
+
+def load_embedder(model: str, batch_size: int = 32, device: str | None = None) -> Callable:
+    """texts -> L2-normalised sentence embeddings (numpy rows): `lexical` (the stand-in), or a sentence-embedding
+    model from the hub / a folder through plain transformers, mean-pooled over the tokens (how sentence-transformers
+    reads all-MiniLM-L6-v2 and its kin)."""
+    if model == "lexical":
+        return lexical_embedder
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tok = AutoTokenizer.from_pretrained(str(model))
+    enc = AutoModel.from_pretrained(str(model)).to(dev).eval()
+    limit = min(int(getattr(tok, "model_max_length", 512) or 512), 512)
+
+    def embed(texts: Sequence[str]):
+        rows = []
+        for start in range(0, len(texts), batch_size):
+            batch = tok([t or "" for t in texts[start:start + batch_size]], padding=True, truncation=True,
+                        max_length=limit, return_tensors="pt").to(dev)
+            with torch.inference_mode():
+                hidden = enc(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            rows.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
+        return torch.cat(rows).numpy() if rows else torch.zeros((0, 1)).numpy()
+
+    return embed
+
+
+def filter_alignment(df, cfg: DistillParams, *, embedder: Callable | None = None, **_: Any):
+    """(3c) The reasoning chains of the teachers still in the running on a photo are semantically aligned: a row's
+    `alignment` is the mean cosine similarity of its reasoning's embedding to the other survivors' of the same
+    photo, and must reach `min_alignment`. A row alone on its photo has nothing to align with: it passes when
+    `min_agreeing_teachers` is 1, else fails."""
+    import numpy as np
+
+    df = df.copy()
+    if len(df) == 0:
+        df["alignment"] = []
+        return df
+    embed = embedder if embedder is not None else load_embedder(cfg.alignment_model)
+    vectors = np.asarray(embed(list(df["reasoning"])), dtype=np.float64)
+    keys = list(zip(df["split"], df["id"]))
+    groups: dict[tuple, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    alignment = np.full(len(df), np.nan)
+    for idx in groups.values():
+        if len(idx) < 2:
+            continue
+        sims = vectors[idx] @ vectors[idx].T
+        for j, i in enumerate(idx):
+            alignment[i] = float((sims[j].sum() - sims[j, j]) / (len(idx) - 1))
+    df["alignment"] = alignment
+    alone_ok = cfg.min_agreeing_teachers <= 1
+    keep = np.where(np.isnan(alignment), alone_ok, alignment >= cfg.min_alignment)
+    return df[keep]
+
+
+# ADE20K labels (and other segmenters' common labels) that name clue-vocabulary terms in other words; a label also
+# verifies every vocabulary term its own words spell (`globe.vocabulary.find_clues`).
+SEGMENT_ALIASES: dict[str, tuple[str, ...]] = {
+    "signboard": ("sign", "signage", "shop sign", "street sign", "road sign", "traffic sign", "billboard"),
+    "trade name": ("logo", "lettering", "text", "shop sign"), "poster": ("poster", "banner"),
+    "palm": ("palm tree", "coconut palm"), "tree": ("tree",), "plant": ("vegetation", "shrub"),
+    "streetlight": ("street lamp", "lamp post"), "windowpane": ("window",), "earth": ("soil",), "land": ("soil",),
+    "minibike": ("motorcycle", "scooter", "moped"), "ship": ("boat", "ferry"), "sculpture": ("statue", "monument"),
+    "hovel": ("house",), "building": ("building", "architecture", "facade"), "sea": ("sea", "ocean", "coast"),
+    "sand": ("sand", "beach", "dune"), "field": ("field", "farmland"), "grass": ("grass", "grassland"),
+    "apparel": ("clothing",), "person": ("person", "people", "crowd"), "sidewalk": ("sidewalk", "pavement"),
+    "railing": ("guardrail",), "pier": ("pier", "harbour", "harbor"), "skyscraper": ("skyscraper", "building"),
+}
+
+
+def segment_clues(label: str, aliases: Mapping[str, Sequence[str]] | None = None,
+                  vocabulary: Sequence[str] | None = None) -> set[str]:
+    """The clue-vocabulary terms a segment label verifies ("palm, palm tree" -> {"palm tree", "coconut palm"})."""
+    from globe.vocabulary import find_clues
+
+    aliases = SEGMENT_ALIASES if aliases is None else aliases
+    out: set[str] = set()
+    for part in re.split(r"[,;]", str(label)):
+        part = part.strip().lower()
+        if part:
+            out |= set(aliases.get(part, ())) | set(find_clues(part, vocabulary))
+    return out
+
+
+def load_segmenter(model: str, device: str | int | None = None):
+    """The segmentation model as a transformers `image-segmentation` pipeline (semantic or panoptic)."""
+    from transformers import pipeline
+
+    if device is None:
+        import torch
+
+        device = 0 if torch.cuda.is_available() else -1
+    return pipeline("image-segmentation", model=str(model), device=device)
+
+
+def segment_images(segmenter, images: Sequence, aliases=None, vocabulary=None,
+                   min_area: float = 0.0) -> list[dict[str, float]]:
+    """For each image, {clue term: the largest share of the image a segment verifying it covers}, over segments
+    covering at least `min_area` of the image."""
+    import numpy as np
+
+    from globe.images import load_image
+
+    out = []
+    for im in images:
+        found: dict[str, float] = {}
+        for seg in segmenter(load_image(im)):
+            mask = np.asarray(seg["mask"]) > 0
+            area = float(mask.mean()) if mask.size else 0.0
+            if area < min_area:
+                continue
+            for term in segment_clues(seg["label"], aliases, vocabulary):
+                found[term] = max(found.get(term, 0.0), area)
+        out.append(found)
+    return out
+
+
+def filter_clues(df, cfg: DistillParams, *, images: Callable | None = None, detector=None, segmenter=None,
+                 **_: Any):
+    """(4) Entities named in the reasoning are verified in the photo, by the open-vocabulary detector
+    (`verifier: detector`: a detection of the entity scoring >= `detector_threshold`) or by a segmentation model
+    (`verifier: segmentation`, GLOBE's: the entity is among the visual elements the segmenter finds, mapped to the
+    clue vocabulary, covering >= `segment_min_area` of the photo); `entities` keeps the verified ones."""
     from globe.vocabulary import extract_entities
 
     df = df.copy()
@@ -189,6 +372,16 @@ def filter_clues(df, cfg: DistillParams, *, images: Callable | None = None, dete
         return df
     if images is None:
         raise ValueError("the clues filter needs images")
+    if cfg.verifier == "segmentation":
+        segmenter = segmenter if segmenter is not None else load_segmenter(cfg.segmenter)
+        photos = list(dict.fromkeys(zip(df["split"], df["row"])))
+        found = dict(zip(photos, segment_images(segmenter, [images(s, r) for s, r in photos], cfg.segment_aliases,
+                                                cfg.clue_vocabulary, cfg.segment_min_area)))
+        df["entity_scores"] = [{lab: found[(s, r)].get(lab, 0.0) for lab in labels}
+                               for s, r, labels in zip(df["split"], df["row"], named)]
+        df["entities"] = [[lab for lab, sc in es.items() if sc > 0] for es in df["entity_scores"]]
+        df["verified_share"] = [len(v) / len(n) if n else 0.0 for v, n in zip(df["entities"], named)]
+        return df[df["verified_share"] >= cfg.min_verified_share]
     detector = detector if detector is not None else load_detector(cfg.detector)
     # One detector call per photo, over the union of the labels its teachers named.
     photos: dict[tuple, list[str]] = {}
@@ -211,19 +404,27 @@ FILTERS: dict[str, Callable] = {
     "localizability": filter_localizability,
     "ground_truth": filter_ground_truth,
     "agreement": filter_agreement,
+    "geoclip": filter_geoclip,
+    "alignment": filter_alignment,
     "clues": filter_clues,
 }
 
 
+# The default profile's filters (GLOBE's four, filter 3 as teacher agreement alone); the paper profile adds
+# `geoclip` and `alignment` after `agreement`.
+DEFAULT_FILTERS = ("localizability", "ground_truth", "agreement", "clues")
+
+
 def apply_filters(df, cfg: DistillParams, *, images: Callable | None = None, detector=None,
-                  names: Sequence[str] | None = None):
-    """Run the filters in order; returns (survivors, [(stage, survivors after it), ...] starting with 'judged')."""
+                  names: Sequence[str] | None = None, **models: Any):
+    """Run the filters in order; returns (survivors, [(stage, survivors after it), ...] starting with 'judged').
+    `models` (`embedder`, `segmenter`) go to every filter; one left out is loaded from `cfg` when needed."""
     names = list(names if names is not None else cfg.filters)
     unknown = [n for n in names if n not in FILTERS]
     if unknown:
         raise ValueError(f"unknown distill filters {unknown}; known: {list(FILTERS)}")
     stages = [("judged", df)]
     for name in names:
-        df = FILTERS[name](df, cfg, images=images, detector=detector)
+        df = FILTERS[name](df, cfg, images=images, detector=detector, **models)
         stages.append((name, df))
     return df, stages

@@ -108,6 +108,8 @@ def build_localizability_dataset(judged, ds):
     d = judged[judged["loc_label"].notna()]
     columns = {
         "reasoning": ([r or c for r, c in zip(d["reasoning"], d["completion"])], Value("string")),
+        # The teacher's whole answer: what GLOBE's official reward-model format judges (reward_model.input_format).
+        "completion": (list(d["completion"]), Value("string")),
         "label": ([int(bool(x)) for x in d["loc_label"]], Value("int64")),
         "score": ([None if s is None or s != s else float(s) for s in d["loc_score"]], Value("float32")),
         "teacher": (list(d["teacher"]), Value("string")),
@@ -138,8 +140,9 @@ def write_card(path: Path, dataset, funnel, cfg: DistillParams, stats: Mapping, 
              "Built by `globe.distill.run_distillation` (notebook 02_distill). Each row: a photo, the GLOBE reasoning "
              "prompt, a teacher's reasoning trace, the training target `<think>…</think><answer>…</answer>` (ground-"
              "truth country and city names), the teacher's localizability judgement and the detector-verified visual "
-             "entities.", "", f"Teachers: {', '.join(t.name for t in teachers)}. Detector: `{cfg.detector}`. "
-             f"Filters: {', '.join(cfg.filters)}.", ""]
+             "entities.", "", f"Teachers: {', '.join(t.name for t in teachers)}. Clue verifier: {cfg.verifier} "
+             f"`{cfg.detector if cfg.verifier == 'detector' else cfg.segmenter}`. Filters: {', '.join(cfg.filters)}.",
+             ""]
     oracles = [t.name for t in teachers if getattr(t, "is_oracle", False)]
     if oracles:
         lines += [f"> **Oracle teacher ({', '.join(oracles)}).** It is NOT a model: it copies each photo's labels (the "

@@ -12,12 +12,21 @@ log = logging.getLogger(__name__)
 
 PROMPT_KINDS = ("reasoning", "localizability")
 META_COLUMNS = ("id", "lat", "lon", "country_code", "country", "admin1", "city", "continent", "title")
+GPS_QUESTION = "geoclip: the most probable GPS point of the photo and its probability"  # GeoCLIP reads no prompt
 
 
 def prompt_text(kind: str) -> str:
     from globe import prompts
 
-    return {"reasoning": prompts.REASONING_PROMPT, "localizability": prompts.LOCALIZABILITY_PROMPT}[kind]
+    return {"reasoning": prompts.REASONING_PROMPT, "localizability": prompts.LOCALIZABILITY_PROMPT,
+            "gps": GPS_QUESTION}[kind]
+
+
+def teacher_kinds(teacher, kinds: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The questions a teacher is asked: those of its `kinds` (GeoCLIP answers "gps" only; a VLM the reasoning and
+    localizability prompts) that are among `kinds` (None: all of them)."""
+    own = tuple(getattr(teacher, "kinds", None) or PROMPT_KINDS)
+    return own if kinds is None else tuple(k for k in own if k in kinds)
 
 
 def answer_key(image_id: str, teacher, kind: str, *, prompt_version: str | None = None) -> str:
@@ -56,7 +65,7 @@ def _todo(teacher, splits: Mapping[str, Any], cache: JsonlCache, kinds: Sequence
 
 
 def query_teachers(teachers: Sequence, splits: Mapping[str, Any], cache: JsonlCache, batch_size: int = 8,
-                   kinds: Sequence[str] = PROMPT_KINDS, progress: bool = False) -> dict:
+                   kinds: Sequence[str] | None = None, progress: bool = False) -> dict:
     """Ask every teacher every prompt about every photo of `splits` ({name: datasets.Dataset}) that the cache lacks.
 
     Answers are cached per batch. Failed requests are not cached (a rerun retries them); they are counted in the
@@ -71,7 +80,7 @@ def query_teachers(teachers: Sequence, splits: Mapping[str, Any], cache: JsonlCa
     for teacher in teachers:
         t = teacher.name
         t0 = time.perf_counter()
-        todo, stats["cached"][t] = _todo(teacher, splits, cache, kinds)
+        todo, stats["cached"][t] = _todo(teacher, splits, cache, teacher_kinds(teacher, kinds))
         stats["asked"][t] = stats["errors"][t] = 0
         # A teacher that reads metadata only (the oracle stand-in) is spared decoding every photo.
         view = splits if teacher.needs_image else {s: d.remove_columns("image") for s, d in splits.items()}

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from globe.config import StageConfig
+from globe.config import ParamsError, StageConfig
 from globe.evaluate.baselines import BASELINES, baseline_predictions, load_train_coords, medoid, random_land, top_city
 from globe.evaluate.benchmarks import BENCHMARKS, MissingBenchmark, load_benchmark
 from globe.evaluate.inference import completion_key, predict
@@ -90,11 +90,15 @@ class EvalParams(StageConfig):
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
+    # OpenAI / vLLM definitions (over the generated tokens; globe.models.occurrence_penalty). GLOBE's eval.py: 0.7.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     backend: Literal["auto", "transformers", "unsloth", "vllm"] = "transformers"
     dtype: str = "auto"
     image_max_side: int | None = 512
     device: str = "auto"
     reward_model: str | None = None  # the localizability reward-model adapter (on base_model); None: skip
+    shard: str | None = None  # "i/N": generate only shard i of N into its own cache files, then stop (merge_shards)
     land_mask: str | None = "globe/assets/naturalearth/naturalearth_lowres.shp"
     n_bootstrap: int = 1000
     seed: int = 0
@@ -112,8 +116,16 @@ class EvalParams(StageConfig):
         self.require(self.batch_size >= 1 and self.max_new_tokens >= 1, "batch_size",
                      "batch_size and max_new_tokens must be >= 1")
         self.require(self.temperature >= 0 and 0 < self.top_p <= 1, "temperature", "need temperature >= 0, 0 < top_p <= 1")
+        for key in ("frequency_penalty", "presence_penalty"):  # the OpenAI API's range
+            self.require(-2.0 <= getattr(self, key) <= 2.0, key, f"must be in [-2, 2], got {getattr(self, key)}")
         self.require(self.max_images is None or self.max_images >= 1, "max_images", "must be >= 1 or null")
         self.require(self.n_bootstrap >= 1, "n_bootstrap", "must be >= 1")
+        from globe.cache import parse_shard
+
+        try:
+            parse_shard(self.shard)
+        except ValueError as e:
+            raise ParamsError(f"eval.shard: {e}") from None
 
     @property
     def predictions_dir(self) -> Path:
@@ -122,7 +134,13 @@ class EvalParams(StageConfig):
 
 def evaluate(cfg: EvalParams, progress: bool = True) -> dict:
     """Evaluate every model and baseline on every benchmark in `cfg.run_benchmarks`; write the predictions, the
-    metrics and the table. Returns {benchmark: {model: metrics}}."""
+    metrics and the table. Returns {benchmark: {model: metrics}}.
+
+    With `cfg.shard` ("i/N") only the completions of shard i's images are generated, into
+    `<model>.shard-i-of-N.jsonl`, and nothing is scored; `merge_shards(cfg, N)` joins the shards' files into each
+    `<model>.jsonl`, and a run without a shard then scores everything, generating nothing.
+    """
+    from globe.cache import in_shard, parse_shard, shard_path
     from globe.config import prepare_run
 
     prepare_run(cfg.seed, cfg.offline)
@@ -130,12 +148,23 @@ def evaluate(cfg: EvalParams, progress: bool = True) -> dict:
     all_metrics: dict[str, dict] = {}
     # Every benchmark and the baselines' data are checked before any model runs: a missing file fails in seconds.
     benches = {name: load_benchmark(name, cfg) for name in cfg.run_benchmarks}
+    shard = parse_shard(cfg.shard)
+    if shard is not None:
+        for name, bench in benches.items():
+            part = bench[[in_shard(i, shard) for i in bench["id"]]].reset_index(drop=True)
+            pred_dir = cfg.predictions_dir / name
+            pred_dir.mkdir(parents=True, exist_ok=True)
+            for entry in cfg.models:
+                predict(part, entry, cfg, shard_path(pred_dir / f"{entry.name}.jsonl", shard), progress=progress)
+            log.info("%s: shard %s done (%d of %d images)", name, cfg.shard, len(part), len(bench))
+        return {}
     train = load_train_coords(cfg) if cfg.baselines else None
     scorer = None
     for name, bench in benches.items():
         truth = truth_places(bench)
         pred_dir = cfg.predictions_dir / name
         pred_dir.mkdir(parents=True, exist_ok=True)
+        skipped = write_skipped(bench, pred_dir)
         all_metrics[name] = {}
         for entry in cfg.models:
             raw = predict(bench, entry, cfg, pred_dir / f"{entry.name}.jsonl", progress=progress)
@@ -144,12 +173,12 @@ def evaluate(cfg: EvalParams, progress: bool = True) -> dict:
                 scorer = scorer or localizability_scorer(cfg)
                 scored = add_localizability(scored, bench, scorer, cfg)
             _write_parquet(scored, pred_dir / f"{entry.name}.parquet")
-            all_metrics[name][entry.name] = metrics_of(scored, cfg.seed, cfg.n_bootstrap)
+            all_metrics[name][entry.name] = {**metrics_of(scored, cfg.seed, cfg.n_bootstrap), **skipped}
             log.info("%s / %s: %s", name, entry.name, _summary(all_metrics[name][entry.name]))
         for b in cfg.baselines:
             scored = score(bench, baseline_predictions(b, bench, train, cfg), truth)
             _write_parquet(scored, pred_dir / f"{b}.parquet")
-            all_metrics[name][b] = metrics_of(scored, cfg.seed, cfg.n_bootstrap)
+            all_metrics[name][b] = {**metrics_of(scored, cfg.seed, cfg.n_bootstrap), **skipped}
     (out / "tables").mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.json", "w", encoding="utf-8") as f:
         json.dump(headline(all_metrics), f, indent=2, sort_keys=True)
@@ -169,13 +198,44 @@ def headline(metrics: dict) -> dict:
     return {b: {m: {k: v.get(k) for k in HEADLINE} for m, v in models.items()} for b, models in metrics.items()}
 
 
+def merge_shards(cfg: EvalParams, n_shards: int) -> dict:
+    """Join every model's shard caches of every benchmark (`<model>.shard-i-of-N.jsonl`) into `<model>.jsonl`
+    (`globe.cache.merge_caches`: nothing lost, nothing twice); returns {benchmark: {model: report}}."""
+    from globe.cache import merge_caches, shard_paths
+
+    reports: dict[str, dict] = {}
+    for name in cfg.run_benchmarks:
+        pred_dir = cfg.predictions_dir / name
+        reports[name] = {e.name: merge_caches(pred_dir / f"{e.name}.jsonl", shard_paths(pred_dir / f"{e.name}.jsonl",
+                                                                                        n_shards))
+                         for e in cfg.models}
+    log.info("evaluation: merged %d shards: %s", n_shards, reports)
+    return reports
+
+
+def write_skipped(bench, pred_dir: Path) -> dict:
+    """The benchmark's skipped photos (missing images) to `<pred_dir>/skipped.csv`; returns {"skipped_images": n}
+    for the metrics (empty when nothing was skipped, so runs without skips keep their metrics unchanged)."""
+    import pandas as pd
+
+    ids = bench.attrs.get("skipped_ids", {})
+    path = pred_dir / "skipped.csv"
+    if not ids:
+        path.unlink(missing_ok=True)
+        return {}
+    rows = [{"id": i, "reason": reason} for reason, group in ids.items() for i in group]
+    pd.DataFrame(rows, columns=["id", "reason"]).to_csv(path, index=False)
+    return {"skipped_images": len(rows)}
+
+
 def _summary(m: dict) -> str:
     return ", ".join(f"{k}={m[k]:.3g}" for k in ("acc_25km", "acc_750km", "median_km") if m.get(k) is not None)
 
 
 
 
-__all__ = ["ACCURACY_COLUMNS", "HEADLINE", "headline", "BASELINES", "BENCHMARKS", "DISPLAY", "EvalParams", "MissingBenchmark", "ModelEntry",
-           "add_localizability", "baseline_predictions", "completion_key", "evaluate", "load_benchmark",
+__all__ = ["ACCURACY_COLUMNS", "BASELINES", "BENCHMARKS", "DISPLAY", "HEADLINE", "EvalParams", "MissingBenchmark",
+           "ModelEntry", "add_localizability", "baseline_predictions", "completion_key", "evaluate", "headline",
+           "load_benchmark", "merge_shards",
            "load_train_coords", "main_table", "medoid", "metrics_of", "per_continent", "predict", "published",
            "random_land", "score", "table_frame", "top_city", "truth_places"]

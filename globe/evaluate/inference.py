@@ -44,7 +44,8 @@ class _VLLMGenerator:
 
             self.lora = LoRARequest("adapter", 1, str(adapter))
         self.params = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, frequency_penalty=cfg.frequency_penalty,
+                                     presence_penalty=cfg.presence_penalty)
 
     def __call__(self, images: list, prompts: list[str]) -> list[str]:
         from globe.models import chat_texts
@@ -72,7 +73,8 @@ def _generator(entry: ModelEntry, cfg: EvalParams) -> Callable[[list, list[str],
 
     def run(images: list, prompts: list[str], seed: int) -> list[str]:
         return generate(vlm, processor, images, prompts, max_new_tokens=cfg.max_new_tokens,
-                        temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size, seed=seed)
+                        temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size, seed=seed,
+                        frequency_penalty=cfg.frequency_penalty, presence_penalty=cfg.presence_penalty)
 
     return run
 
@@ -88,6 +90,10 @@ def completion_key(entry: ModelEntry, cfg: EvalParams, image_id: str) -> str:
                 adapter_digest=files_digest(entry.adapter), prompt=entry.prompt_text(), backend=cfg.backend,
                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
                 image_max_side=cfg.image_max_side)
+    # Penalties enter the key only when set, so the keys of runs without them (every cache so far) stay valid.
+    for name in ("frequency_penalty", "presence_penalty"):
+        if getattr(cfg, name):
+            spec[name] = getattr(cfg, name)
     return cache_key("eval", str(image_id), spec)
 
 

@@ -172,8 +172,11 @@ def add_localizability(scored: pd.DataFrame, bench: pd.DataFrame, scorer, cfg: E
                        chunk: int = 64) -> pd.DataFrame:
     """The reward model's P(yes) for each (image, reasoning), for score-vs-error plots (notebook 06); NaN where the
     image cannot be opened or the model has no reasoning to judge."""
-    reasonings = [t if isinstance(t, str) and t else (r if isinstance(r, str) else "")
-                  for t, r in zip(scored["think"], scored["raw"])]
+    if getattr(scorer, "input_text", "reasoning") == "completion":  # GLOBE's official reward-model input
+        reasonings = [r if isinstance(r, str) else "" for r in scored["raw"]]
+    else:
+        reasonings = [t if isinstance(t, str) and t else (r if isinstance(r, str) else "")
+                      for t, r in zip(scored["think"], scored["raw"])]
     values = np.full(len(scored), np.nan)
     for start in range(0, len(scored), chunk):  # bounded memory: images are opened a chunk at a time
         idx, images = [], []

@@ -11,7 +11,15 @@ from typing import Any
 
 from globe.images import to_data_url
 from globe.reward_model.config import DEFAULT_API_KEY_ENV, DEFAULT_MODEL_NAME
-from globe.reward_model.readout import NoYesNoError, clean_reasoning, reward_prompt, yes_no_from_top_logprobs
+from globe.reward_model.readout import (
+    OFFICIAL_TOP_K,
+    NoYesNoError,
+    clean_reasoning,
+    input_text,
+    reward_messages,
+    reward_user_text,
+    yes_no_from_top_logprobs,
+)
 from globe.reward_model.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,10 @@ class EndpointScorer(Scorer):
     failures are not. A finally failed item is counted in `stats` and logged, and becomes NaN (or raises, see
     `on_error`); past `error_budget` failed items, `score` raises `RewardModelError`. The API key is read from the
     environment variable `api_key_env` (if set) and sent as a bearer token; it is never logged.
+
+    `input_format="official"` sends GLOBE's request instead: a system turn with `globe-rm-system`, then the image and
+    the whole completion (pass completions: `input_text` says so); `readout="top5"` asks for 5 top logprobs and counts
+    only the exact tokens yes/Yes/YES and no/No/NO, as GLOBE's plugin.py does.
     """
 
     def __init__(
@@ -50,10 +62,17 @@ class EndpointScorer(Scorer):
         image_format: str = "PNG",
         max_pixels: int | None = None,
         max_reasoning_chars: int = 4000,
+        input_format: str = "project",
+        readout: str = "vocabulary",
     ):
         import httpx
 
         super().__init__(on_error=on_error, error_budget=error_budget)
+        if readout not in ("vocabulary", "top5"):
+            raise ValueError(f"readout must be 'vocabulary' or 'top5', got {readout!r}")
+        self.input_format, self.input_text, self.readout = input_format, input_text(input_format), readout
+        if readout == "top5":
+            top_logprobs = OFFICIAL_TOP_K
         if retries < 0 or timeout <= 0 or max_workers < 1 or top_logprobs < 1:
             raise ValueError("need retries >= 0, timeout > 0, max_workers >= 1, top_logprobs >= 1")
         url = url.rstrip("/")
@@ -96,12 +115,13 @@ class EndpointScorer(Scorer):
         try:
             text = clean_reasoning(reasoning, self.max_reasoning_chars)
             url = to_data_url(image, self.image_format, max_pixels=self.max_pixels)
+            messages = reward_messages(reward_user_text(text, self.input_format), self.input_format)
+            for m in messages:  # the OpenAI wire format: the image as a data URL
+                m["content"] = [{"type": "image_url", "image_url": {"url": url}} if part["type"] == "image" else part
+                                for part in m["content"]]
             payload = {
                 "model": self.model,
-                "messages": [{"role": "user", "content": [
-                    {"type": "image_url", "image_url": {"url": url}},
-                    {"type": "text", "text": reward_prompt(text)},
-                ]}],
+                "messages": messages,
                 "max_tokens": 1,
                 "temperature": 0.0,
                 "logprobs": True,
@@ -155,9 +175,12 @@ class EndpointScorer(Scorer):
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise ValueError(
                 f"response without choices[0].logprobs.content[0].top_logprobs ({type(e).__name__})") from None
-        value, both = yes_no_from_top_logprobs(top)
+        value, both = yes_no_from_top_logprobs(top, exact=self.readout == "top5")
         if not both:
             self._count("one_sided")
+            if self.readout == "top5" and value == 0.0 and not any(
+                    e.get("token") in ("no", "No", "NO") for e in top):
+                self._count("neither")  # neither yes nor no in the top 5: GLOBE's score, 0
         return value
 
 

@@ -19,9 +19,16 @@ from typing import Any
 
 from globe.answer import to_text
 from globe.images import fit_image, load_image
-from globe.prompts import build_messages
 from globe.reward_model.config import NEUTRAL, SETTINGS_FILE, RewardModelError
-from globe.reward_model.readout import clean_reasoning, reward_prompt, yes_no_probabilities, yes_no_token_ids
+from globe.reward_model.readout import (
+    clean_reasoning,
+    input_text,
+    reward_messages,
+    reward_user_text,
+    top5_exact_probability,
+    yes_no_probabilities,
+    yes_no_token_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,10 @@ class LocalizabilityScorer(Scorer):
     the policy itself): load a separate copy by passing the base model path instead. `model` may also be a reward-model
     directory alone (what `train_reward_model` writes): its base model is read from the directory's settings.
 
+    `input_format` and `readout` (see `globe.reward_model.readout`) default to what the adapter was trained with (its
+    settings file), else the project's ("project", "vocabulary"). `input_text` says what `score` expects per item:
+    the reasoning (project format) or the whole completion (official format).
+
     TRL's GRPOTrainer takes its reward functions before it builds anything, so to share weights pass it a policy you
     wrapped yourself (`load_vlm(..., training=True, lora=...)` gives a PeftModel) and build this scorer on that same
     object. Rewards run between generation and the loss, never during a policy forward pass, so switching adapters
@@ -113,11 +124,18 @@ class LocalizabilityScorer(Scorer):
         backend: str = "auto",
         on_error: str = "nan",
         error_budget: int | None = None,
+        input_format: str | None = None,
+        readout: str | None = None,
     ):
         super().__init__(on_error=on_error, error_budget=error_budget)
         if adapter is None and isinstance(model, (str, os.PathLike)) and (Path(model) / "adapter_config.json").exists():
             adapter, model = model, _adapter_base(model)  # a reward-model dir alone: its base model from its settings
         settings = _read_settings(adapter)
+        self.input_format = input_format or settings.get("input_format") or "project"
+        self.input_text = input_text(self.input_format)
+        self.readout = readout or settings.get("readout") or "vocabulary"
+        if self.readout not in ("vocabulary", "top5"):
+            raise ValueError(f"readout must be 'vocabulary' or 'top5', got {self.readout!r}")
         self.max_pixels = max_pixels if max_pixels is not None else settings.get("max_pixels")
         self.max_reasoning_chars = max_reasoning_chars or settings.get("max_reasoning_chars") or 4000
         self.batch_size = batch_size
@@ -152,17 +170,24 @@ class LocalizabilityScorer(Scorer):
     # -- public API
 
     def score_prompts(self, images: Sequence[Any], prompts: Sequence[str]) -> list[float]:
-        """Like `score`, for full prompt texts (the server receives the prompt, not the reasoning)."""
+        """Like `score`, for full user-turn texts (the server receives the prompt, not the reasoning)."""
         images, prompts = list(images), list(prompts)
         out = [float("nan")] * len(images)
         for i, result in enumerate(self.logprobs(images, prompts)):
             if isinstance(result, Exception):
                 out[i] = self._fail(_error_kind(result), str(result))
+                continue
+            self._count("yes_no_mass", float(result[self.yes_ids].exp().sum() + result[self.no_ids].exp().sum()))
+            if self.readout == "top5":
+                p, both = top5_exact_probability(result, self.tokenizer)
+                if not both:
+                    self._count("one_sided")
+                    if p == 0.0:
+                        self._count("neither")  # neither yes nor no in the top 5: GLOBE's score, 0
             else:
                 p = float(yes_no_probabilities(result, self.yes_ids, self.no_ids))
-                self._count("yes_no_mass", float(result[self.yes_ids].exp().sum() + result[self.no_ids].exp().sum()))
-                self._count("scored")
-                out[i] = p
+            self._count("scored")
+            out[i] = p
         return out
 
     def _score(self, images: list, reasonings: list) -> list[float]:
@@ -171,7 +196,7 @@ class LocalizabilityScorer(Scorer):
             text = clean_reasoning(r, self.max_reasoning_chars, self._special)
             if len(to_text(r)) > self.max_reasoning_chars:
                 self._count("truncated")
-            prompts.append(reward_prompt(text))
+            prompts.append(reward_user_text(text, self.input_format))
         return self.score_prompts(images, prompts)
 
     def logprobs(self, images: Sequence[Any], prompts: Sequence[str]) -> list:
@@ -234,7 +259,7 @@ class LocalizabilityScorer(Scorer):
         import torch
 
         texts = [
-            self.processor.apply_chat_template(build_messages(p, with_image=True), add_generation_prompt=True,
+            self.processor.apply_chat_template(reward_messages(p, self.input_format), add_generation_prompt=True,
                                                tokenize=False)
             for _, p in items
         ]

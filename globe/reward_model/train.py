@@ -1,8 +1,10 @@
 """Training the reward model: a LoRA yes/no classifier (TRL's `SFTTrainer`, loss on the answer token only) on the
 localizability labels distillation writes, evaluated on held-out photos with the same readout the reward uses.
 
-Each label row becomes a conversational prompt-completion example: user turn = image + `REWARD_MODEL_PROMPT` with
-the reasoning, assistant turn = "yes" / "no". The held-out split is seeded, grouped by image id and stratified by
+Each label row becomes a conversational prompt-completion example, assistant turn = "yes" / "no". The user turn
+depends on `input_format`: `project` = image + `REWARD_MODEL_PROMPT` with the reasoning; `official` (GLOBE's) = a
+system turn with `globe-rm-system` and a user turn with the image and the teacher's whole completion (the labels'
+`completion` column; distillation writes it). The held-out split is seeded, grouped by image id and stratified by
 label; accuracy, ROC AUC, expected calibration error and the class balance go to a JSON file.
 """
 
@@ -20,10 +22,10 @@ from typing import Any
 
 from globe.answer import to_text
 from globe.images import fit_image, load_image
-from globe.prompts import PROMPT_VERSION, REWARD_MODEL_PROMPT
+from globe.prompts import GLOBE_RM_SYSTEM_PROMPT, PROMPT_VERSION, REWARD_MODEL_PROMPT
 from globe.reward_model.config import SETTINGS_FILE, RewardModelParams
 from globe.reward_model.metrics import classification_metrics
-from globe.reward_model.readout import NO, YES, clean_reasoning, reward_prompt
+from globe.reward_model.readout import NO, YES, clean_reasoning, input_text, reward_user_text
 from globe.reward_model.scorer import LocalizabilityScorer
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,16 @@ def _class_counts(labels: Sequence[int]) -> dict[str, int]:
     return {YES: c.get(1, 0), NO: c.get(0, 0)}
 
 
-def _to_example(row: dict, max_pixels: int | None, max_chars: int, special: Sequence[str]) -> dict:
+def judged_text(row: Mapping[str, Any], input_format: str) -> Any:
+    """What the reward model reads for a label row: the reasoning (project) or the whole completion (official; a row
+    without one falls back to its reasoning)."""
+    if input_text(input_format) == "completion" and row.get("completion"):
+        return row["completion"]
+    return row["reasoning"]
+
+
+def _to_example(row: dict, max_pixels: int | None, max_chars: int, special: Sequence[str],
+                input_format: str = "project") -> dict:
     """One label row as a conversational prompt-completion example (or a reason to skip it)."""
     skip, image = "", None
     label = row["label"]
@@ -90,13 +101,17 @@ def _to_example(row: dict, max_pixels: int | None, max_chars: int, special: Sequ
             image = fit_image(load_image(row["image"]), max_pixels)
         except Exception as e:  # noqa: BLE001 - counted and reported as a skip
             skip = f"bad_image:{getattr(e, 'reason', type(e).__name__)}"
-    text = clean_reasoning(row["reasoning"], max_chars, special)
+    judged = judged_text(row, input_format)
+    text = clean_reasoning(judged, max_chars, special)
+    system = [{"role": "system", "content": GLOBE_RM_SYSTEM_PROMPT}] if input_format == "official" else []
     return {
         "image_fit": image,
-        "prompt": [{"role": "user", "content": reward_prompt(text)}],
+        "prompt": [*system, {"role": "user", "content": reward_user_text(text, input_format)}],
+        # The label row's own `completion` (the teacher's text) is replaced by the target turn in the example.
         "completion": [{"role": "assistant", "content": YES if label == 1 else NO}],
         "skip": skip,
-        "truncated": len(to_text(row["reasoning"])) > max_chars,
+        "truncated": len(to_text(judged)) > max_chars,
+        "judged": to_text(judged),
     }
 
 
@@ -110,9 +125,13 @@ def _prepare_examples(cfg: RewardModelParams, processor) -> tuple[Any, Any, dict
     special = [t for t in tok.all_special_tokens if t] + list(getattr(tok, "additional_special_tokens", None) or [])
     message = [{"role": Value("string"), "content": Value("string")}]
     features = Features({**raw.features, "image_fit": ImageFeature(), "prompt": message, "completion": message,
-                         "skip": Value("string"), "truncated": Value("bool")})
+                         "skip": Value("string"), "truncated": Value("bool"), "judged": Value("string")})
+    if cfg.input_format == "official" and "completion" not in raw.column_names:
+        log.warning("reward model: input_format official, but the labels at %s have no `completion` column; the "
+                    "reasoning stands in for the whole completion (re-run distillation to write it)", cfg.labels)
     examples = raw.map(
-        _to_example, fn_kwargs=dict(max_pixels=cfg.max_pixels, max_chars=cfg.max_reasoning_chars, special=special),
+        _to_example, fn_kwargs=dict(max_pixels=cfg.max_pixels, max_chars=cfg.max_reasoning_chars, special=special,
+                                    input_format=cfg.input_format),
         features=features, keep_in_memory=True, desc="reward-model examples",
     )
     skipped = Counter(s for s in examples["skip"] if s)
@@ -121,6 +140,7 @@ def _prepare_examples(cfg: RewardModelParams, processor) -> tuple[Any, Any, dict
         log.warning("reward model: skipped %d of %d label rows: %s", sum(skipped.values()), len(raw), dict(skipped))
     counts = {"label_rows": len(raw), "usable": len(keep), "skipped": dict(skipped),
               "reasoning_truncated": int(sum(examples["truncated"]))}
+    raw = raw.add_column("judged", examples["judged"]) if "judged" not in raw.column_names else raw
     return examples.select(keep), raw.select(keep), counts
 
 
@@ -151,7 +171,8 @@ def _trainer(cfg: RewardModelParams, model, processor, train_ds):
     dtype = next(model.parameters()).dtype
     args = SFTConfig(
         output_dir=str(Path(cfg.out) / "checkpoints"),
-        max_steps=cfg.steps,
+        max_steps=cfg.steps if cfg.steps is not None else -1,
+        num_train_epochs=cfg.num_train_epochs if cfg.num_train_epochs is not None else 1.0,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
@@ -167,7 +188,9 @@ def _trainer(cfg: RewardModelParams, model, processor, train_ds):
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         **checkpointing_args(SFTConfig, cfg.gradient_checkpointing),
-        max_length=None,  # truncation could cut image tokens; the reasoning is bounded in characters instead
+        # Truncation could cut image tokens: the reasoning is bounded in characters, and a token cap (GLOBE's 2048)
+        # only applies when set.
+        max_length=cfg.max_length,
         completion_only_loss=True,  # loss on the assistant turn ("yes" / "no") only
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
@@ -194,9 +217,14 @@ def train_reward_model(cfg: RewardModelParams | Mapping[str, Any]) -> dict:
     from globe.models import load_vlm, lora_settings, select_backend
 
     cfg = cfg if isinstance(cfg, RewardModelParams) else RewardModelParams.from_params(cfg)
+    from globe.launch import launch, needs_launch
+
+    if needs_launch(cfg):  # the recipe's processes (GLOBE: 8), started from here
+        launch("reward_model", cfg, cfg.out)
+        return json.loads(Path(cfg.metrics).read_text())
     prepare_run(cfg.seed, cfg.offline)
     out, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
-    settings = experiment_settings(cfg, ("steps",), labels_data=data_fingerprint(cfg.labels))
+    settings = experiment_settings(cfg, ("steps", "num_train_epochs"), labels_data=data_fingerprint(cfg.labels))
     plan = prepare_resume(ckpt_dir, settings, max_steps=cfg.steps, resume=cfg.resume)
     backend = select_backend(cfg.backend)  # before TRL is imported: unsloth must patch it first
     model, processor = load_vlm(cfg.base_model, dtype=cfg.dtype, training=True, backend=backend,
@@ -214,17 +242,19 @@ def train_reward_model(cfg: RewardModelParams | Mapping[str, Any]) -> dict:
     trainer.save_model(str(out))
     processor.save_pretrained(str(out))
     settings = {"base_model": cfg.base_model, "max_pixels": cfg.max_pixels,
-                "max_reasoning_chars": cfg.max_reasoning_chars,
-                "prompt_version": PROMPT_VERSION, "prompt": REWARD_MODEL_PROMPT, "yes": YES, "no": NO}
+                "max_reasoning_chars": cfg.max_reasoning_chars, "input_format": cfg.input_format,
+                "readout": cfg.readout, "prompt_version": PROMPT_VERSION,
+                "prompt": GLOBE_RM_SYSTEM_PROMPT if cfg.input_format == "official" else REWARD_MODEL_PROMPT,
+                "yes": YES, "no": NO}
     (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
     # Held-out evaluation with the trained model as it is in memory, read out exactly as the reward reads it.
     eval_rows = raw.select(eval_idx)
     scorer = LocalizabilityScorer(trainer.model, processor=processor, batch_size=cfg.eval_batch_size,
                                   max_pixels=cfg.max_pixels, max_reasoning_chars=cfg.max_reasoning_chars,
-                                  error_budget=None)
+                                  error_budget=None, input_format=cfg.input_format, readout=cfg.readout)
     eval_start = time.perf_counter()
-    scores = scorer.score(eval_rows["image"], eval_rows["reasoning"])
+    scores = scorer.score(eval_rows["image"], eval_rows["judged"])
     eval_seconds = time.perf_counter() - eval_start
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     metrics = {

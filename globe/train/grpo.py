@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,12 +50,13 @@ class GRPOParams(StageConfig):
     # Keys a run may change and still continue another run's checkpoints (length and bookkeeping); the length only
     # while the learning-rate schedule does not depend on it.
     resumable: ClassVar[frozenset[str]] = frozenset({
-        "steps", "save_steps", "save_total_limit", "resume", "out", "log_csv", "samples", "sample_every",
-        "report_to", "reward_model_client"})
+        "steps", "num_train_epochs", "save_steps", "save_total_limit", "resume", "out", "log_csv", "samples",
+        "sample_every", "report_to", "reward_model_client", "num_processes", "vllm_server_base_url"})
 
     # data and model
-    dataset: str = "data/mp16_reason"
+    dataset: str = "data/mp16_reason"  # a distilled DatasetDict on disk, or a hub id (globe-project/MP16-Reason)
     split: str = "train"
+    prompt: str | None = None  # a name in globe.prompts.PROMPTS (GLOBE: globe-train); None: each sample's prompt
     base_model: str = "models/tiny-qwen2.5-vl"
     init_adapter: str | None = None  # e.g. models/sft: continue training the SFT adapter; None: fresh LoRA
     out: str = "models/grpo"
@@ -69,7 +71,8 @@ class GRPOParams(StageConfig):
     # the endpoint client's settings (EndpointScorer keywords: model, timeout_s, retries, error_budget, on_error, ...)
     reward_model_client: dict[str, Any] = field(default_factory=dict)
     # GRPO
-    steps: int = 4
+    steps: int | None = 4  # optimisation steps; None: `num_train_epochs` passes over the data (GLOBE: 1 epoch)
+    num_train_epochs: float | None = None
     num_generations: int = 4
     max_completion_length: int = 64
     max_prompt_length: int | None = None  # passed only to TRL versions that still take it
@@ -108,6 +111,17 @@ class GRPOParams(StageConfig):
     use_vllm: bool = False
     vllm_mode: str = "colocate"
     vllm_gpu_memory_utilization: float = 0.5
+    vllm_max_model_length: int | None = None  # TRL's name for swift's --vllm_max_model_len (GLOBE: 1024)
+    vllm_server_base_url: str | None = None  # vllm_mode server: the `trl vllm-serve` endpoint (None: TRL's default)
+    # Generation overlapping training (swift's --async_generate). TRL 1.16's GRPOTrainer has none (its experimental
+    # AsyncGRPOTrainer drops the dataset columns GLOBE's rewards read and runs rewards on CPU): asked for, the run
+    # says so and generates synchronously (`async_generation_used` in the summary).
+    async_generation: bool = False
+    deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero3.json: GLOBE's ZeRO-3)
+    # Processes the batch arithmetic assumes (GLOBE: 6 GPUs x 8 x 2 accumulation = 96 completions, 6 prompts x 16);
+    # None: whatever the launcher starts. Set and not under a launcher, the stage launches itself on that many
+    # processes (globe.launch); under a launcher with another WORLD_SIZE it stops before loading anything.
+    num_processes: int | None = None
     report_to: str = "none"
     resume: bool = True  # continue from the newest checkpoint in <out>/checkpoints
     # common
@@ -122,7 +136,19 @@ class GRPOParams(StageConfig):
         from globe.models import lora_settings
         from globe.rewards import check_reward_spec, get_reward_weights
 
-        self.require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        self.require((self.steps is None) != (self.num_train_epochs is None), "steps",
+                     "set exactly one of steps (a step count) and num_train_epochs (epochs), the other null; got "
+                     f"steps={self.steps}, num_train_epochs={self.num_train_epochs}")
+        self.require(self.steps is None or self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        self.require(self.num_train_epochs is None or self.num_train_epochs > 0, "num_train_epochs", "must be > 0")
+        if self.prompt is not None:
+            from globe.prompts import PROMPTS
+
+            self.require(self.prompt in PROMPTS, "prompt", f"unknown prompt {self.prompt!r}; known: {sorted(PROMPTS)}")
+        self.require(self.vllm_max_model_length is None or self.vllm_max_model_length >= 1, "vllm_max_model_length",
+                     "must be >= 1 or null")
+        self.require(self.deepspeed is None or Path(self.deepspeed).is_file(), "deepspeed",
+                     f"{self.deepspeed} is not a file (a DeepSpeed JSON config, e.g. configs/deepspeed/zero3.json)")
         self.require(self.num_generations >= 2, "num_generations",
                      f"must be >= 2 (GRPO compares a group), got {self.num_generations}")
         self.require(bool(self.rewards), "rewards", "is empty: name at least one reward (e.g. {format: 1.0})")
@@ -134,7 +160,11 @@ class GRPOParams(StageConfig):
                      f"weights must be finite numbers; got {self.rewards}")
         self.require("localizability" not in self.rewards or bool(self.reward_model), "reward_model",
                      "the localizability reward needs a reward-model dir or endpoint URL")
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        from globe.launch import check_world
+
+        mismatch = check_world(self)
+        self.require(mismatch is None, "num_processes", mismatch or "")
+        world = self.num_processes or int(os.environ.get("WORLD_SIZE", "1"))
         batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * world
         self.require(batch % self.num_generations == 0, "num_generations",
                      f"must divide the batch: per_device_train_batch_size {self.per_device_train_batch_size} x "
@@ -395,6 +425,13 @@ def to_grpo_dataset(ds, prompt: str | None = None):
     return ds.map(convert, desc="GRPO prompts")
 
 
+def _is_hub_id(name: str) -> bool:
+    """`owner/name` (a Hugging Face dataset id): not an absolute or dotted path, and `owner` is no local folder
+    (so a missing `data/mp16_reason` is reported as a missing distillation output, not looked up on the hub)."""
+    return (bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not name.startswith((".", "/"))
+            and not Path(name.split("/")[0]).exists())
+
+
 def load_grpo_dataset(cfg: GRPOParams):
     """The training split of `cfg.dataset` (a DatasetDict saved with save_to_disk) in TRL's format."""
     from datasets import DatasetDict
@@ -402,16 +439,25 @@ def load_grpo_dataset(cfg: GRPOParams):
     from globe.data import open_saved
 
     path = Path(cfg.dataset)
-    if not path.exists():
+    if not path.exists() and _is_hub_id(cfg.dataset):
+        from globe import mp16_reason
+
+        if cfg.offline:
+            raise FileNotFoundError(f"grpo.dataset {cfg.dataset!r} is a hub id and common.offline is true")
+        ds = mp16_reason.load(cfg.dataset, cfg.split)  # the released MP16-Reason, in our columns
+    elif not path.exists():
         raise FileNotFoundError(f"GRPO dataset {path} does not exist: run the distillation stage (02_distill) first")
-    ds = open_saved(path)
+    else:
+        ds = open_saved(path)
     if isinstance(ds, DatasetDict):
         if cfg.split not in ds:
             raise KeyError(f"{path} has no split {cfg.split!r}; splits: {list(ds)}")
         ds = ds[cfg.split]
     if len(ds) == 0:
         raise ValueError(f"{path} split {cfg.split!r} is empty")
-    return to_grpo_dataset(ds)
+    from globe.prompts import PROMPTS
+
+    return to_grpo_dataset(ds, PROMPTS[cfg.prompt] if cfg.prompt is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -438,7 +484,8 @@ def grpo_config(cfg: GRPOParams, *, on_gpu: bool, reward_weights: list[float]):
         )
     kwargs: dict[str, Any] = dict(
         output_dir=str(cfg.checkpoint_dir),
-        max_steps=cfg.steps,
+        max_steps=cfg.steps if cfg.steps is not None else -1,
+        num_train_epochs=cfg.num_train_epochs if cfg.num_train_epochs is not None else 1.0,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         max_prompt_length=cfg.max_prompt_length,
@@ -471,6 +518,9 @@ def grpo_config(cfg: GRPOParams, *, on_gpu: bool, reward_weights: list[float]):
         use_vllm=cfg.use_vllm,
         vllm_mode=cfg.vllm_mode,
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        vllm_max_model_length=cfg.vllm_max_model_length,
+        vllm_server_base_url=cfg.vllm_server_base_url,
+        deepspeed=cfg.deepspeed,
         report_to=cfg.report_to,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -485,8 +535,15 @@ def grpo_config(cfg: GRPOParams, *, on_gpu: bool, reward_weights: list[float]):
             "grpo.max_prompt_length: null"
         )
     if not cfg.use_vllm:
-        for k in ("vllm_mode", "vllm_gpu_memory_utilization"):
+        for k in ("vllm_mode", "vllm_gpu_memory_utilization", "vllm_max_model_length", "vllm_server_base_url"):
             kwargs.pop(k, None)
+    for k in ("vllm_server_base_url", "deepspeed"):  # TRL's / transformers' own defaults unless set
+        if kwargs.get(k) is None:
+            kwargs.pop(k, None)
+    if cfg.async_generation:
+        log.warning("grpo.async_generation is set, but this TRL's GRPOTrainer has no asynchronous generation (its "
+                    "experimental AsyncGRPOTrainer drops the dataset columns GLOBE's rewards read): generating "
+                    "synchronously")
     skipped = sorted(k for k in kwargs if k not in known)
     if skipped:
         log.warning("this TRL's GRPOConfig has no %s; not passed", skipped)
@@ -576,7 +633,7 @@ def _experiment(cfg: GRPOParams) -> dict:
     from globe.checkpoints import data_fingerprint, experiment_settings
 
     reward_model = cfg.reward_model if "localizability" in cfg.rewards else None
-    return experiment_settings(cfg, ("steps",), data=data_fingerprint(cfg.dataset),
+    return experiment_settings(cfg, ("steps", "num_train_epochs"), data=data_fingerprint(cfg.dataset),
                                init_adapter_digest=files_digest(cfg.init_adapter),
                                reward_model_digest=files_digest(reward_model))
 
@@ -599,6 +656,11 @@ def train_grpo(cfg: GRPOParams | dict[str, Any], *, callbacks: list | None = Non
     from globe.models import select_backend
 
     cfg = cfg if isinstance(cfg, GRPOParams) else GRPOParams.from_params(cfg)
+    from globe.launch import launch, needs_launch
+
+    if needs_launch(cfg):  # the recipe's processes (GLOBE: 6), started from here
+        launch("grpo", cfg, cfg.out)
+        return Path(cfg.out)
     prepare_run(cfg.seed, cfg.offline)
     backend = select_backend(cfg.backend)  # before trl/transformers: unsloth patches them on import
     plan = prepare_resume(cfg.checkpoint_dir, _experiment(cfg), max_steps=cfg.steps, resume=cfg.resume)
@@ -637,7 +699,7 @@ def train_grpo(cfg: GRPOParams | dict[str, Any], *, callbacks: list | None = Non
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(cfg.out)
         _write_summary(cfg, global_step=trainer.state.global_step, backend=backend, resume=plan.message,
-                       world_size=trainer.accelerator.num_processes)
+                       world_size=trainer.accelerator.num_processes, async_generation_used=False)
     return Path(cfg.out)
 
 

@@ -2,9 +2,12 @@
 
 Each distilled sample becomes a prompt-completion conversation: the user turn holds the photo and GLOBE's reasoning
 prompt, the assistant turn `<think>reasoning</think><answer>country: …\\ncity: …</answer>`. TRL's `SFTTrainer`
-trains LoRA adapters on the language model (vision tower frozen unless asked), with the loss on the assistant turn
-only (TRL's completion-only loss: prompt and image tokens are labelled -100). Checkpoints every `save_steps` keep at
-most `save_total_limit`; a rerun resumes from the last one. The loss per step goes to a CSV for DVC plots.
+trains LoRA adapters on the language model (vision tower frozen unless asked), or with `lora: null` every weight (a
+full fine-tune, GLOBE's SFT ablation: train_sft.sh `--train_type full --freeze_vit true`; `freeze_vision` keeps the
+vision tower frozen; `out` is then a whole model, evaluated with `model: <out>` rather than as an adapter), with the
+loss on the assistant turn only (TRL's completion-only loss: prompt and image tokens are labelled -100).
+Checkpoints every `save_steps` keep at most `save_total_limit`; a rerun resumes from the last one. The loss per step
+goes to a CSV for DVC plots.
 
 Backends (see `globe.models.select_backend`): unsloth's FastVisionModel on CUDA when installed, else transformers +
 PEFT. The model is loaded before TRL is imported so unsloth can patch TRL when it is the backend.
@@ -38,7 +41,7 @@ class SFTParams(StageConfig):
     # only while the learning-rate schedule does not depend on it (`globe.checkpoints.length_sets_schedule`).
     resumable: ClassVar[frozenset[str]] = frozenset({
         "max_steps", "num_train_epochs", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "resume",
-        "out", "log_csv", "save_merged", "per_device_eval_batch_size"})
+        "out", "log_csv", "save_merged", "per_device_eval_batch_size", "num_processes"})
 
     # common
     base_model: str = "models/tiny-qwen2.5-vl"
@@ -50,7 +53,7 @@ class SFTParams(StageConfig):
     eval_split: str | None = None  # a split of `dataset` for the eval loss; None: hold out eval_fraction of train
     eval_fraction: float = 0.2
     max_samples: int | None = None
-    prompt: str | None = None  # None: each sample's `prompt` column, else GLOBE's REASONING_PROMPT
+    prompt: str | None = None  # a name in globe.prompts.PROMPTS (e.g. globe-train); None: each sample's prompt column
     # outputs
     out: str = "models/sft"
     log_csv: str = "results/sft_log.csv"
@@ -60,11 +63,12 @@ class SFTParams(StageConfig):
     dtype: str = "auto"
     load_in_4bit: bool = False
     gradient_checkpointing: bool = False
-    lora: dict[str, Any] = field(default_factory=lambda: {
+    lora: dict[str, Any] | None = field(default_factory=lambda: {
         "r": 16, "alpha": 32, "dropout": 0.05,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         "finetune_vision_layers": False,
-    })
+    })  # None: full fine-tuning
+    freeze_vision: bool = True  # full fine-tuning only: the vision tower stays frozen (GLOBE's --freeze_vit true)
     # optimisation
     max_steps: int = 4  # > 0 wins over num_train_epochs
     num_train_epochs: float = 1.0
@@ -83,6 +87,9 @@ class SFTParams(StageConfig):
     save_steps: int = 2
     save_total_limit: int = 2
     resume: bool = True
+    # Processes the batch arithmetic assumes (GLOBE's SFT: 8 GPUs x 1 x 8 accumulation); None: whatever the launcher
+    # starts. Set and not under a launcher, the stage launches itself (globe.launch).
+    num_processes: int | None = None
 
     def validate(self) -> None:
         from globe.models import lora_settings
@@ -95,6 +102,19 @@ class SFTParams(StageConfig):
                      "logging_steps", "eval_steps", "save_steps", "save_total_limit"):
             self.require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         self.require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        from globe.launch import check_world
+
+        mismatch = check_world(self)
+        self.require(mismatch is None, "num_processes", mismatch or "")
+        if self.prompt is not None:
+            from globe.prompts import PROMPTS
+
+            self.require(self.prompt in PROMPTS, "prompt", f"unknown prompt {self.prompt!r}; known: {sorted(PROMPTS)}")
+        if self.lora is None:
+            self.require(self.backend != "unsloth" and not self.load_in_4bit, "lora",
+                         "full fine-tuning (lora: null) needs backend transformers/auto and no load_in_4bit")
+            self.require(not self.save_merged, "save_merged", "there is no adapter to merge when lora is null")
+            return
         try:
             lora_settings(**self.lora)
         except (TypeError, ValueError) as e:
@@ -155,10 +175,14 @@ def load_sft_splits(cfg: SFTParams):
     if cfg.max_samples is not None:
         train = train.select(range(min(cfg.max_samples, len(train))))
 
+    from globe.prompts import PROMPTS
+
+    prompt = PROMPTS[cfg.prompt] if cfg.prompt is not None else None
+
     def convert(ds):
         keep = ["image"]
         drop = [c for c in ds.column_names if c not in keep]
-        return ds.map(lambda ex: to_conversation(ex, cfg.prompt), remove_columns=drop)
+        return ds.map(lambda ex: to_conversation(ex, prompt), remove_columns=drop)
 
     return convert(train), convert(evaluation)
 
@@ -208,7 +232,7 @@ def build_trainer(cfg: SFTParams, train=None, evaluation=None):
     from globe.models import load_vlm, lora_settings, select_backend
 
     prepare_run(cfg.seed, cfg.offline)
-    backend = select_backend(cfg.backend)
+    backend = select_backend(cfg.backend if cfg.lora is not None else "transformers")
     # Load the model first: on the unsloth backend, unsloth must be imported before TRL.
     model, processor = load_vlm(
         cfg.base_model,
@@ -216,9 +240,11 @@ def build_trainer(cfg: SFTParams, train=None, evaluation=None):
         training=True,
         backend=backend,
         load_in_4bit=cfg.load_in_4bit,
-        lora=lora_settings(**cfg.lora),
+        lora=lora_settings(**cfg.lora) if cfg.lora is not None else None,
         gradient_checkpointing=cfg.gradient_checkpointing and backend == "unsloth",
     )
+    if cfg.lora is None:
+        full_finetune(model, cfg.freeze_vision)
     import torch
     from trl import SFTConfig, SFTTrainer
 
@@ -264,6 +290,21 @@ def build_trainer(cfg: SFTParams, train=None, evaluation=None):
     return trainer, processor
 
 
+def full_finetune(model, freeze_vision: bool = True) -> int:
+    """Every weight trains (a full fine-tune), except the vision tower's when `freeze_vision`; returns the number of
+    trainable parameters (logged)."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(not (freeze_vision and _is_vision(name)))
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("full fine-tuning: %d trainable parameters (vision tower %s)", n, "frozen" if freeze_vision else "trained")
+    return n
+
+
+def _is_vision(name: str) -> bool:
+    """A parameter of the vision tower (Qwen2.5-VL's `visual`; `vision_tower` / `vision_model` elsewhere)."""
+    return any(part in ("visual", "vision_tower", "vision_model") for part in name.split("."))
+
+
 def train_sft(cfg: SFTParams | dict) -> Path:
     """Train the policy SFT adapter; returns the output directory (adapter + processor, `merged/` if asked).
 
@@ -274,6 +315,11 @@ def train_sft(cfg: SFTParams | dict) -> Path:
     from globe.checkpoints import data_fingerprint, experiment_settings, export_checkpoint, prepare_resume
 
     cfg = cfg if isinstance(cfg, SFTParams) else SFTParams.from_params(cfg)
+    from globe.launch import launch, needs_launch
+
+    if needs_launch(cfg):  # the recipe's processes (GLOBE: 8), started from here
+        launch("sft", cfg, cfg.out)
+        return Path(cfg.out)
     t0 = time.perf_counter()
     settings = experiment_settings(cfg, ("max_steps", "num_train_epochs"), data=data_fingerprint(cfg.dataset))
     plan = prepare_resume(cfg.checkpoint_dir, settings,  # before loading anything
