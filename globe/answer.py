@@ -50,6 +50,7 @@ _KEYS = "|".join(LABELS)
 # Markdown decoration that carries no meaning for the values: bullets and numbering at a line start, heading and
 # quote marks, emphasis markers (** __ and single * _ around words), backticks.
 _BULLET = re.compile(r"^[^\S\n]*(?:[-*•+>]+|#+|\d{1,2}[.)])[^\S\n]+", re.MULTILINE)
+_BULLET_START = re.compile(r"^[^\S\n]*[-*•+>#\d]", re.M)  # a line that may start with a bullet
 _EMPHASIS = re.compile(r"\*+|(?<!\w)_+|_+(?!\w)|`+")
 # A markdown table row holding one field: "| country | France |" reads as "country: France".
 _TABLE_ROW = re.compile(rf"^[^\S\n]*\|?[^\S\n]*({_KEYS})[^\S\n]*\|([^|\n]*)\|?[^\S\n]*$", re.IGNORECASE | re.MULTILINE)
@@ -76,8 +77,14 @@ def answer_fields(text) -> dict[str, str | None]:
     `text` is the answer (the inside of `<answer>`, or a whole tag-free reply); see the module docstring for what
     is read. Keys absent from the text are absent from the dict.
     """
-    text = _EMPHASIS.sub("", _BULLET.sub("", _HSPACE.sub(" ", to_text(text).replace("\x00", ""))))
-    text = _TABLE_ROW.sub(r"\1: \2", text)
+    text = _HSPACE.sub(" ", to_text(text).replace("\x00", ""))
+    # each pass only where its marks occur (the common answer has none of them)
+    if _BULLET_START.search(text):
+        text = _BULLET.sub("", text)
+    if "*" in text or "_" in text or "`" in text:
+        text = _EMPHASIS.sub("", text)
+    if "|" in text:
+        text = _TABLE_ROW.sub(r"\1: \2", text)
     lines = text.split("\n")
     found: dict[str, list[str]] = {}
     for li, line in enumerate(lines):

@@ -47,7 +47,7 @@ from functools import lru_cache
 import numpy as np
 
 from globe.geo.countries import PARENT
-from globe.geo.distance import haversine_km
+from globe.geo.distance import EARTH_RADIUS_KM
 from globe.geo.gazetteer import Gazetteer, gazetteer
 from globe.geo.names import normalize
 from globe.geo.parts import Part, parse_coordinates, split_answer
@@ -152,31 +152,62 @@ class _Context:
     admins: dict[int, int]  # admin id -> the part naming it (wholly, or in a phrase: "Southern California")
     region_parts: set[int] = field(default_factory=set)  # parts read as regions only ("Washington State", "TX")
     whole: dict[int, list[int]] = field(default_factory=dict)  # part -> regions the whole part names
+    _named: set[int] | None = None
+
+    def named(self, gaz: Gazetteer) -> set[int]:
+        """The named regions that agree with the named country (all when no country is named)."""
+        if self._named is None:
+            self._named = {a for a in self.admins
+                           if not self.countries or _country_ok(gaz.admin_key[a][:2], self.countries)}
+        return self._named
 
 
 def _cand_info(gaz: Gazetteer, c: _Cand) -> tuple[float, float, str, int, float, str]:
-    """(lat, lon, country code, admin id, prior, level) of a candidate."""
+    """(lat, lon, country code, admin id, prior, level) of a candidate; the prior of a populated place is
+    log10(population + 1), 0.7 less for a district of a bigger place."""
+    i = c.i
     if c.src == "city":
-        i = c.i
-        prior = math.log10(int(gaz.population[i]) + 1) - (0.7 if gaz.section[i] else 0.0)
-        return gaz.lat[i], gaz.lon[i], gaz.country_code[i], int(gaz.admin_id[i]), prior, "city"
-    p = gaz.places
-    return p.lat[c.i], p.lon[c.i], p.country_code[c.i], int(p.admin_id[c.i]), float(p.prior[c.i]), p.level[c.i]
+        L = gaz.lists
+        return L.lat[i], L.lon[i], L.cc[i], L.admin[i], L.prior[i], "city"
+    P = gaz.places.lists
+    return P.lat[i], P.lon[i], P.country_code[i], P.admin_id[i], P.prior[i], P.level[i]
+
+
+def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine km between two valid points, on floats (numpy's per-call overhead dominates one pair)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, a)))
 
 
 def _exact(gaz: Gazetteer, part: Part, k: int) -> list[_Cand]:
     """Candidates named by a whole part: its first form with any hit (as written, then without hedges); features
     also by the form without spaces ("Halong Bay" for "Ha Long Bay")."""
-    pl = gaz.places
+    return [_Cand(src, i, k, True, primary) for src, i, primary in _memoized(gaz, "exact", part, _exact_hits)]
+
+
+def _memoized(gaz: Gazetteer, kind: str, part: Part, fn):
+    memo = _memo(gaz, kind)
+    got = memo.get(part)
+    if got is None:
+        got = fn(gaz, part)
+        if len(memo) < 1 << 17:
+            memo[part] = got
+    return got
+
+
+def _exact_hits(gaz: Gazetteer, part: Part) -> list[tuple[str, int, bool]]:
+    pl, norm = gaz.places, gaz.lists.norm
+    P = pl.lists
     for form in part.forms:
-        out = [_Cand("city", int(i), k, True, gaz.norm_name[i] == form) for i in gaz.places_named(form)]
-        out += [_Cand("place", int(i), k, True, form in (pl.norm_name[i], pl.norm_head[i])) for i in pl.named(form)]
+        out = [("city", i, norm[i] == form) for i in gaz.rows_named(form)]
+        out += [("place", i, form == P.norm_name[i] or form == P.norm_head[i]) for i in pl.named(form)]
         if out:
             return out
     for form in part.forms:
         squashed = form.replace(" ", "")
         if squashed != form:
-            out = [_Cand("place", int(i), k, True, False) for i in pl.named(squashed)]
+            out = [("place", i, False) for i in pl.named(squashed)]
             if out:
                 return out
     return []
@@ -226,24 +257,41 @@ def _delimits(gaz: Gazetteer, word: str | None) -> bool:
     "Montmartre Paris") rather than a piece of a longer unknown name ("Frobnitz Springs", "Nowhereville sur Rien")."""
     return (
         word is None or word in _STOP or word in _DESCRIPTIVE or word in gaz.country_index
-        or word in gaz.admin_index or gaz.places_named(word).size > 0
+        or word in gaz.admin_index or word in gaz.name_index
     )
 
 
+def _memo(gaz: Gazetteer, kind: str) -> dict:
+    """A per-gazetteer memo for part-level lookups (parts repeat across answers; a test may pass another index)."""
+    memo = gaz.__dict__.setdefault("_forward_memo", {})
+    return memo.setdefault(kind, {})
+
+
 def _grams(gaz: Gazetteer, part: Part) -> list[str]:
-    words, starts = _words(part.raw)
-    return [g for g, i, j in _ngrams(words, starts)
-            if _delimits(gaz, words[i - 1] if i else None) and _delimits(gaz, words[j] if j < len(words) else None)]
+    memo = _memo(gaz, "grams")
+    got = memo.get(part.raw)
+    if got is None:
+        words, starts = _words(part.raw)
+        got = [g for g, i, j in _ngrams(words, starts) if _delimits(gaz, words[i - 1] if i else None)
+               and _delimits(gaz, words[j] if j < len(words) else None)]
+        if len(memo) < 1 << 17:
+            memo[part.raw] = got
+    return got
 
 
 def _ngram_cands(gaz: Gazetteer, part: Part, k: int) -> list[_Cand]:
+    return [_Cand(src, i, k, False, primary, n) for src, i, primary, n in _memoized(gaz, "ngram", part, _ngram_hits)]
+
+
+def _ngram_hits(gaz: Gazetteer, part: Part) -> list[tuple[str, int, bool, int]]:
     out = []
-    pl = gaz.places
+    pl, norm = gaz.places, gaz.lists.norm
+    P = pl.lists
     for g in _grams(gaz, part):
         n = g.count(" ") + 1
-        out += [_Cand("city", int(i), k, False, gaz.norm_name[i] == g, n) for i in gaz.places_named(g)]
+        out += [("city", i, norm[i] == g, n) for i in gaz.rows_named(g)]
         if len(g) >= 4:
-            out += [_Cand("place", int(i), k, False, pl.norm_name[i] == g, n) for i in pl.named(g)]
+            out += [("place", i, P.norm_name[i] == g, n) for i in pl.named(g)]
     return out
 
 
@@ -252,12 +300,22 @@ def _ngram_cands(gaz: Gazetteer, part: Part, k: int) -> list[_Cand]:
 
 def _admins_for(gaz: Gazetteer, part: Part) -> tuple[list[int], bool]:
     """Admin-1 regions a part names, and whether it says so explicitly ("Washington State", "TX", "NSW")."""
+    memo = _memo(gaz, "admins")
+    got = memo.get(part)
+    if got is None:
+        got = _admins_for_uncached(gaz, part)
+        if len(memo) < 1 << 17:
+            memo[part] = got
+    return got
+
+
+def _admins_for_uncached(gaz: Gazetteer, part: Part) -> tuple[list[int], bool]:
     ids: list[int] = []
     explicit = False
     for n, form in enumerate(part.forms):
         if n and ids:
             break
-        if n and gaz.places_named(part.forms[0]).size:
+        if n and part.forms[0] in gaz.name_index:
             break  # "East New York" is a place as written; its unhedged "New York" is no reading of it
         for a in gaz.admin_index.get(form, ()):
             if a not in ids:
@@ -276,33 +334,52 @@ def _admins_for(gaz: Gazetteer, part: Part) -> tuple[list[int], bool]:
     return ids, explicit
 
 
+@dataclass(frozen=True)
+class _PartInfo:
+    """What one part says about the context, whatever the answer around it (memoised per part)."""
+
+    country: str | None  # the country it names (as written or unhedged), None if none
+    phrase_country: str | None  # a country named inside it ("Lyon France"), unless it is itself a region / place
+    regions: tuple[int, ...]  # admin-1 regions the whole part names
+    explicit: bool  # it says it is a region ("Washington State", "TX")
+    phrase_regions: tuple[int, ...]  # regions named inside a phrase ("Southern California"), when none wholly
+
+
+def _part_info(gaz: Gazetteer, part: Part) -> _PartInfo:
+    country = next((c for c in map(gaz.country_of, (part.raw, *part.forms[1:])) if c), None)
+    phrase_country = None
+    if not any(f in gaz.admin_index or f in gaz.name_index for f in part.forms):
+        # a name that holds a country's name ("New South Wales") is not a phrase around one
+        phrase_country = next((gaz.country_of(g) for g in _grams(gaz, part) if len(g) > 3 and gaz.country_of(g)),
+                              None)
+    ids, explicit = _admins_for(gaz, part)
+    phrase: list[int] = []
+    if " " in part.norm and not ids:
+        for g in _grams(gaz, part):
+            phrase += gaz.admin_index.get(g, ()) if len(g) > 3 else ()
+    return _PartInfo(country, phrase_country, tuple(ids), explicit, tuple(phrase))
+
+
 def _read_context(gaz: Gazetteer, parts: list[Part], forced: str | None) -> _Context:
+    infos = [_memoized(gaz, "info", p, _part_info) for p in parts]
     country_part, named = -1, None
     for k in range(len(parts) - 1, -1, -1):
-        cc = next((c for c in (gaz.country_of(parts[k].raw), *map(gaz.country_of, parts[k].forms[1:])) if c), None)
-        if cc and not (parts[k].code and parts[k].airport_code):
-            named, country_part = cc, k
+        if infos[k].country and not (parts[k].code and parts[k].airport_code):
+            named, country_part = infos[k].country, k
             break
     if named is None and not forced:  # "Lyon France", "somewhere near Kyoto Japan": a country inside a part
-        for part in parts:
-            if any(f in gaz.admin_index or gaz.places_named(f).size for f in part.forms):
-                continue  # a name that holds a country's name ("New South Wales") is not a phrase around one
-            named = next((gaz.country_of(g) for g in _grams(gaz, part) if len(g) > 3 and gaz.country_of(g)), None)
-            if named:
-                break
+        named = next((i.phrase_country for i in infos if i.phrase_country), None)
     countries = {forced} if forced else ({named} if named else set())
     ctx = _Context(countries, bool(forced), country_part, {})
-    for k, part in enumerate(parts):  # regions named anywhere, the country part too ("Atlanta, Georgia")
-        ids, explicit = _admins_for(gaz, part)
-        ctx.whole[k] = ids
-        for a in ids:
+    for k, (part, info) in enumerate(zip(parts, infos)):  # regions named anywhere, the country part too
+        ctx.whole[k] = list(info.regions)  # ("Atlanta, Georgia")
+        for a in info.regions:
             ctx.admins.setdefault(a, k)
-        if explicit or (ids and part.label in ("state", "region", "province", "county")):
+        if info.explicit or (info.regions and part.label in ("state", "region", "province", "county")):
             ctx.region_parts.add(k)  # "Washington State", "TX", "state: New York": the region, never a city
-        if " " in part.norm and not ids and k != country_part:  # "Southern California": a region in a phrase
-            for g in _grams(gaz, part):
-                for a in gaz.admin_index.get(g, ()) if len(g) > 3 else ():
-                    ctx.admins.setdefault(a, k)
+        if k != country_part:
+            for a in info.phrase_regions:  # "Southern California": a region in a phrase
+                ctx.admins.setdefault(a, k)
     return ctx
 
 
@@ -320,15 +397,16 @@ def _city_reading_ok(gaz: Gazetteer, ctx: _Context, c: _Cand, regions: list[int]
     """Whether a city named like a region of its own country that its part names is read as the city (rule 5 of
     the module docstring). The city may be a capital district beside its namesake province (Buenos Aires);
     Floridablanca (Colombia) is no reading of "Florida"."""
-    aid = int(gaz.admin_id[c.i])
+    L = gaz.lists
+    aid = L.admin[c.i]
     if any(kk > c.part and a == aid for a, kk in ctx.admins.items()):
         return True  # the region is named again by a broader part: "New York, NY"
-    pop = int(gaz.population[c.i])
+    pop = L.pop[c.i]
     if aid in regions:  # the region's namesake city: "New York", "Valencia", "Québec", "Valletta" (a small region,
         # when it is the name's main region: Florida, Uruguay (33,000 people) is no reading of "Florida")
         top = max(regions, key=lambda a: gaz.admin_pop[a])
         return pop >= _MAJOR_CITY or (aid == top and pop * CITY_REGION_RATIO >= gaz.admin_pop[aid])
-    same = [a for a in regions if gaz.admin_key[a][:2] == gaz.country_code[c.i]]
+    same = [a for a in regions if gaz.admin_key[a][:2] == L.cc[c.i]]
     return pop >= _MAJOR_CITY and any(pop * CITY_REGION_RATIO >= gaz.admin_pop[a] for a in same)
 
 
@@ -351,12 +429,12 @@ def _consistent(gaz: Gazetteer, c: _Cand, info, anchor: _Anchor | None) -> bool:
     if anchor is None:
         return True
     lat, lon, _, aid, _, _ = info
-    airport = c.src == "place" and gaz.places.feature[c.i] == "airport"
+    airport = c.src == "place" and gaz.places.lists.feature[c.i] == "airport"
     if anchor.kind == "feature":
         radius = FEATURE_ANCHOR_KM
     else:
         radius = AIRPORT_ANCHOR_KM if airport else (ANCHOR_KM if c.primary or c.src == "place" else ALT_NAME_ANCHOR_KM)
-    if haversine_km(lat, lon, anchor.lat, anchor.lon) <= radius:
+    if _km(lat, lon, anchor.lat, anchor.lon) <= radius:
         return True
     if c.src == "place" and aid >= 0 and aid == anchor.city_admin:
         return True
@@ -366,7 +444,7 @@ def _consistent(gaz: Gazetteer, c: _Cand, info, anchor: _Anchor | None) -> bool:
 def _country_score(gaz: Gazetteer, c: _Cand, cc: str, countries: set[str]) -> int:
     """2: in a named country (a feature or landmark: within its border distance of one); 1: a territory of one
     (Hong Kong for China); 0: neither."""
-    if cc in countries or (c.src == "place" and not countries.isdisjoint(gaz.places.near_countries[c.i] or ())):
+    if cc in countries or (c.src == "place" and not countries.isdisjoint(gaz.places.lists.near_countries[c.i] or ())):
         return 2
     return int(PARENT.get(cc, "") in countries)
 
@@ -389,10 +467,10 @@ def _key(gaz: Gazetteer, ctx: _Context, c: _Cand, info) -> tuple | None:
     if ctx.forced and not in_country:
         return None
     if not c.strong and not in_country:
-        pop_ok = c.src == "city" and int(gaz.population[c.i]) >= (5000 if c.primary else 100_000)
+        pop_ok = c.src == "city" and gaz.lists.pop[c.i] >= (5000 if c.primary else 100_000)
         if not pop_ok and not (c.src == "place" and not ctx.countries):
             return None  # a loose word ("idea") hitting a village's alternate name is noise, not an answer
-    named = {a for a in ctx.admins if not ctx.countries or _country_ok(gaz.admin_key[a][:2], ctx.countries)}
+    named = ctx.named(gaz)
     if not c.strong and named and aid not in named:
         return None  # "Yosemite National Park, California": not National Park, New Jersey
     broader = {a for a in named if ctx.admins[a] > c.part and ctx.admins[a] != ctx.country_part}
@@ -411,8 +489,9 @@ def _candidates(gaz: Gazetteer, parts: list[Part], k: int, ctx: _Context) -> lis
     cands = _exact(gaz, part, k)
     if regions:  # a region's name: its cities where rule 5 reads it as the city, and landmarks inside it
         pl = gaz.places  # ("Kilimanjaro": the peak in the Kilimanjaro region; "Washington": not Mt. Washington, NH)
+        P = pl.lists
         return [c for c in cands if (c.src == "city" and _city_reading_ok(gaz, ctx, c, regions))
-                or (c.src == "place" and pl.level[c.i] == "landmark" and int(pl.admin_id[c.i]) in regions)]
+                or (c.src == "place" and P.level[c.i] == "landmark" and P.admin_id[c.i] in regions)]
     if not cands and part.code:
         cands = _code(gaz, part, k)
     if not cands and " " in part.norm:
@@ -514,8 +593,8 @@ def _coords_result(gaz: Gazetteer, text: str, lat: float, lon: float) -> GeoResu
         return GeoResult(text, lat, lon, "coords", "AQ", gaz.country_name("AQ"), matched=gaz.country_name("AQ"),
                          entry="coords")
     i = int(gaz.nearest(lat, lon)[0])
-    cc = gaz.country_code[i]
-    aid = int(gaz.admin_id[i])
+    L = gaz.lists
+    cc, aid = L.cc[i], L.admin[i]
     admin = gaz.admin_name[aid] if aid >= 0 else ""
     matched = ", ".join(x for x in (gaz.name[i], admin, gaz.country_name(cc)) if x)
     return GeoResult(text, lat, lon, "coords", cc, gaz.country_name(cc), admin, str(gaz.name[i]),

@@ -70,7 +70,7 @@ class Gazetteer:
     norm_name: np.ndarray  # object: normalize(name)
     country_code: np.ndarray  # object: ISO alpha-2
     admin_id: np.ndarray  # int32 index into admins (-1: none)
-    section: np.ndarray  # bool: within SECTION_KM of a place 3x as populous (a district: "Salamanca", Madrid)
+    section: np.ndarray  # bool: a district of a place 3x as populous within SECTION_KM ("Salamanca", Madrid)
     # admin-1 regions
     admin_key: list[str]  # "FR.11"
     admin_name: list[str]
@@ -86,11 +86,10 @@ class Gazetteer:
     admin_index: dict[str, list[int]]  # normalised admin-1 name -> admin ids
     country_index: dict[str, str]  # normalised country name / alias -> cc
     region_codes: dict[str, list[int]] | None = None  # "WA" -> admin ids (US Washington, Western Australia)
+    section_of: np.ndarray | None = None  # int32: the place a district belongs to (-1: not a district)
     city_codes: dict[str, list[int]] | None = None  # "NYC" -> places (GeoNames' upper-case 3-letter alternates)
     _places: object = None  # PlaceIndex, loaded with the name index
     _tree: object = None
-    _city_tree: object = None  # over places that are not districts (see nearest_city)
-    _city_rows: np.ndarray | None = None
     _gid: dict | None = None
     _names_file: str | None = None  # where the forward part lives when the index was loaded from the cache
 
@@ -117,6 +116,30 @@ class Gazetteer:
         return self._places
 
     # ---- lookups -------------------------------------------------------------------------------------------
+    @property
+    def lists(self):
+        """Python-list copies of the per-place arrays the forward resolver reads one element at a time (numpy
+        scalar indexing costs ~10x a list's); built on first use, never pickled."""
+        got = self.__dict__.get("_lists")
+        if got is None:
+            from types import SimpleNamespace
+
+            prior = np.log10(self.population.astype(np.float64) + 1) - np.where(self.section, 0.7, 0.0)
+            got = SimpleNamespace(lat=self.lat.tolist(), lon=self.lon.tolist(), cc=self.country_code.tolist(),
+                                  admin=self.admin_id.tolist(), pop=self.population.tolist(), prior=prior.tolist(),
+                                  norm=self.norm_name.tolist(), postings=self.postings.tolist(),
+                                  starts=self.starts.tolist())
+            self.__dict__["_lists"] = got
+        return got
+
+    def rows_named(self, norm: str) -> list[int]:
+        """`places_named` as a list of rows (the forward resolver's fast path)."""
+        k = self.name_index.get(norm)
+        if k is None:
+            return []
+        lists = self.lists
+        return lists.postings[lists.starts[k] : lists.starts[k + 1]]
+
     def places_named(self, norm: str) -> np.ndarray:
         """Indices of populated places having `norm` (already normalised) as primary or alternate name."""
         k = self.name_index.get(norm)
@@ -160,21 +183,16 @@ class Gazetteer:
         return self._tree
 
     def nearest_city(self, lat, lon, invalid: str = "raise") -> np.ndarray:
-        """Index of the populated place each point belongs to: the nearest place that is not a district of a bigger
-        one (`section`), so a point in central Paris is in Paris, not in the 4th arrondissement; -1 where invalid.
-        This is the true city of `globe.geo.metrics` city_name_acc."""
-        if self._city_tree is None:
-            from scipy.spatial import cKDTree
+        """Index of the populated place each point belongs to: its nearest place, or the place that one is a
+        district of (`section_of`), so a point in central Paris is in Paris, not in the 4th arrondissement; -1
+        where invalid. This is the true city of `globe.geo.metrics` city_name_acc."""
+        return self.city_of(self.nearest(lat, lon, invalid))
 
-            self._city_rows = np.flatnonzero(~self.section)
-            self._city_tree = cKDTree(to_unit_xyz(self.lat[self._city_rows], self.lon[self._city_rows]))
-        lat, lon = validate_coords(np.atleast_1d(lat), np.atleast_1d(lon), invalid)
-        ok = np.isfinite(lat)
-        out = np.full(lat.shape, -1, dtype=np.int64)
-        if ok.any():
-            _, j = self._city_tree.query(to_unit_xyz(lat[ok], lon[ok]), k=1)
-            out[ok] = self._city_rows[j]
-        return out
+    def city_of(self, idx: np.ndarray) -> np.ndarray:
+        """Places (-1 kept) mapped to the place they are a district of, if any."""
+        idx = np.asarray(idx)
+        parent = self.section_of[np.maximum(idx, 0)]
+        return np.where(idx < 0, -1, np.where(parent >= 0, parent, idx))
 
     def country_at(self, lat, idx: np.ndarray) -> np.ndarray:
         """Country code for points whose nearest place is `idx` (-1: ''); south of 60°S is Antarctica ("AQ"),
@@ -222,15 +240,20 @@ def _weighted_centroid(lat: np.ndarray, lon: np.ndarray, w: np.ndarray) -> tuple
     return float(la), float(lo)
 
 
-def _sections(lat: np.ndarray, lon: np.ndarray, pop: np.ndarray) -> np.ndarray:
-    """Districts: a place within SECTION_KM of a place at least 3x as populous."""
+def _sections(lat: np.ndarray, lon: np.ndarray, pop: np.ndarray, cc: np.ndarray) -> np.ndarray:
+    """The place each place is a district of: the most populous place of the same country within SECTION_KM,
+    when it has at least 3x the people (-1 otherwise; Kehl is no district of Strasbourg across the Rhine)."""
     from scipy.spatial import cKDTree
 
     xyz = to_unit_xyz(lat, lon)
     chord = 2 * np.sin(SECTION_KM / EARTH_RADIUS_KM / 2)
     dist, nb = cKDTree(xyz).query(xyz, k=24, distance_upper_bound=chord)
-    nb_pop = np.where(np.isfinite(dist), pop[np.minimum(nb, pop.size - 1)], 0)
-    return nb_pop.max(axis=1) >= 3 * np.maximum(pop, 1)
+    nbc = np.minimum(nb, pop.size - 1)
+    ok = np.isfinite(dist) & (cc[nbc] == cc[:, None])
+    nb_pop = np.where(ok, pop[nbc], -1)
+    best = nb_pop.argmax(axis=1)
+    top = nbc[np.arange(pop.size), best]
+    return np.where(nb_pop[np.arange(pop.size), best] >= 3 * np.maximum(pop, 1), top, -1).astype(np.int32)
 
 
 def _admin_names(cities: list[dict], cc: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> tuple[list[str], dict]:
@@ -368,10 +391,11 @@ def build_gazetteer() -> Gazetteer:
     country_index = build_country_index(countries, {k: v["name"] for k, v in gn_countries.items()}, big)
     names, postings, starts, city_codes = _name_index(cities, norm_name)
 
+    section_of = _sections(lat, lon, pop, cc)
     gaz = Gazetteer(
         lat=lat, lon=lon, population=pop, geonameid=np.array([int(c["geonameid"]) for c in cities], dtype=np.int64),
         name=np.array([c["name"] for c in cities], dtype=object), norm_name=norm_name, country_code=cc,
-        section=_sections(lat, lon, pop), countries=countries, names=names, postings=postings, starts=starts,
+        section=section_of >= 0, section_of=section_of, countries=countries, names=names, postings=postings, starts=starts,
         country_index=country_index, city_codes=city_codes, **admins,
     )
     gaz._places = build_places(lat, lon, cc, gaz.admin_id, gaz.tree, dump_dir())
@@ -410,8 +434,11 @@ _GAZ: Gazetteer | None = None
 def _write_cache(gaz: Gazetteer, path: Path, names_path: Path) -> None:
     """Pickle the forward part, then the core (atomic renames: a core file on disk implies its forward part)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for memo in ("_lists", "_forward_memo"):  # per-process speed-ups, rebuilt on first use
+        gaz.__dict__.pop(memo, None)
+    if gaz._places is not None:
+        gaz._places.__dict__.pop("_lists", None)
     _ = gaz.tree  # pickled with the index: unpickling a cKDTree is ~100x faster than building it
-    gaz.nearest_city(0.0, 0.0)  # builds the city tree, pickled likewise
     forward = (gaz.names, gaz._places)
     gaz.names, gaz._places = None, None
     try:

@@ -6,8 +6,9 @@ The named accuracy metrics (`accuracy_flags`; one definition each, used by `glob
 - `country_acc`: the predicted country's ISO code equals the true point's (both non-empty). The prediction's
   country is its resolved country (text) or the reverse-geocoded country of its point (coordinates).
 - `city_name_acc`: the country is right and the predicted place is the true point's city: the same GeoNames id
-  as the place the true point belongs to (`Gazetteer.nearest_city`: the nearest populated place that is not a
-  district of a bigger one), or the predicted city name is one of that place's names ("Bombay" for Mumbai). A name is needed: a landmark or a country answer earns it only through the city it named.
+  as the place the true point belongs to (`Gazetteer.nearest_city`: the nearest populated place, or the bigger
+  place of its country it is a district of), or the predicted city name is one of that place's names ("Bombay"
+  for Mumbai). A name is needed: a landmark or a country answer earns it only through the city it named.
 - `city_25km_acc` (generally f"city_{city_km:g}km_acc"): the prediction locates a point (its level is one of
   `POINT_LEVELS`: coordinates, a landmark or a city) within `city_km` of the truth. No country condition: a point
   across a border 10 km away is right. A region, feature or country answer never earns it, however close its

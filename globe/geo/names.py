@@ -23,8 +23,11 @@ _ABBREV = {"st": "saint", "ste": "sainte", "mt": "mount", "mts": "mountains", "f
 @lru_cache(maxsize=1 << 18)
 def normalize(text: str) -> str:
     """Case-, diacritic- and punctuation-insensitive key: 'Saint-Étienne' / "St. Etienne" -> 'saint etienne'."""
-    s = unicodedata.normalize("NFKD", text.translate(_FOLD))
-    s = "".join(ch for ch in s if not unicodedata.combining(ch)).lower()
+    if text.isascii():  # nothing to fold or decompose: most answers
+        s = text.lower()
+    else:
+        s = unicodedata.normalize("NFKD", text.translate(_FOLD))
+        s = "".join(ch for ch in s if not unicodedata.combining(ch)).lower()
     s = _NONWORD.sub(" ", _APOS.sub("", s)).strip()
     if not s:
         return s

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from globe.geo.names import normalize
 
@@ -67,13 +68,21 @@ class Part:
     label: str = ""  # the answer's key for this value ("city", "state", "country"), "" for free text
 
 
+_PREFIX_WORDS = {w for w in re.findall(r"[a-z]+", _HEDGE_PREFIX.pattern)}
+_SUFFIX_WORDS = {w for w in re.findall(r"[a-z]+", _HEDGE_SUFFIX.pattern)}
+
+
 def dehedge(norm: str) -> str:
     """A normalised part without its hedge words ("near lake tahoe" -> "lake tahoe"; "lyon area" -> "lyon")."""
+    words = norm.split()
+    if not words or (words[0] not in _PREFIX_WORDS and words[-1] not in _SUFFIX_WORDS):
+        return norm  # no hedge word at either end: skip the regexes (most parts)
     s = _HEDGE_PREFIX.sub("", norm)
     s = _HEDGE_SUFFIX.sub("", s)
     return s.strip()
 
 
+@lru_cache(maxsize=1 << 16)  # parts repeat across answers ("France", "USA"): read each once
 def _part(raw: str, code: bool = False, airport_code: bool = False, label: str = "") -> Part | None:
     norm = normalize(raw)
     if norm in NULLS or _QUALIFIER.match(raw):
@@ -126,7 +135,8 @@ def split_answer(text: str) -> list[Part]:
     answer parser; a value that is itself a list ("Half Dome, Yosemite") is split like free text."""
     from globe.answer import LABELS, answer_fields
 
-    fields = answer_fields(text)
+    # only a text with a colon, '=' or a table bar can hold a labelled field: skip the parser's passes otherwise
+    fields = answer_fields(text) if any(ch in text for ch in ":：=|") else {}
     if fields and any(k in fields for k in ("country", "city", "town", "location", "place", "landmark")):
         out: list[Part] = []
         for key in LABELS:
@@ -141,6 +151,7 @@ def split_answer(text: str) -> list[Part]:
 _NUM = (r"([-+]?\d{1,3}(?:\.\d+)?)\s*(?:°|º|deg\b|degrees\b)?\s*(?:(\d{1,2}(?:\.\d+)?)\s*['′’]\s*)?"
         r"(?:(\d{1,2}(?:\.\d+)?)\s*(?:\"|″|''|”)\s*)?([NSEWnsew](?![a-zA-Z]))?")
 _COORD = re.compile(_NUM + r"[\s,;/]*(?:(?:lon|lng|long|longitude)\s*[:=]?\s*)?" + _NUM)
+_DIGIT = re.compile(r"\d")
 
 
 def _dms(deg: str, mins: str | None, secs: str | None) -> float:
@@ -156,7 +167,7 @@ def parse_coordinates(text: str) -> tuple[float, float] | None:
     so "Route 66, 2 miles" is not read as a position; latitude must be in [-90, 90] and longitude in [-180, 180]
     (a written longitude of 200 is not a position: nothing is wrapped).
     """
-    if not any(ch.isdigit() for ch in text):
+    if not _DIGIT.search(text):
         return None
     for m in _COORD.finditer(text):
         d1, m1, s1, h1, d2, m2, s2, h2 = m.groups()

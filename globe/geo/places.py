@@ -69,12 +69,26 @@ class PlaceIndex:
     def __len__(self) -> int:
         return int(self.lat.size)
 
-    def named(self, key: str) -> np.ndarray:
+    def named(self, key: str) -> list[int]:
         """Rows indexed under a normalised key."""
         k = self.names.get(key)
         if k is None:
-            return np.empty(0, dtype=np.int64)
-        return self.postings[self.starts[k] : self.starts[k + 1]]
+            return []
+        lists = self.lists
+        return lists.postings[lists.starts[k] : lists.starts[k + 1]]
+
+    @property
+    def lists(self):
+        """Python-list copies of the per-entry arrays (fast element access for the resolver), built on first use."""
+        got = self.__dict__.get("_lists")
+        if got is None:
+            from types import SimpleNamespace
+
+            got = SimpleNamespace(**{k: getattr(self, k).tolist() for k in (
+                "lat", "lon", "country_code", "admin_id", "prior", "level", "norm_name", "norm_head", "feature",
+                "near_countries", "postings", "starts")})
+            self.__dict__["_lists"] = got
+        return got
 
 
 # ---- sources ---------------------------------------------------------------------------------------------------

@@ -262,12 +262,12 @@ def _coord_predictions(predictions, lat_col, lon_col, take, has, name: str) -> d
     plat, plon = validate_coords(plat, plon, invalid="nan")
     ok = np.isfinite(plat)
     gaz = gazetteer()
-    near = gaz.nearest_city(plat, plon, invalid="nan")  # the point's city, as for the truth
-    j = np.maximum(near, 0)
+    near = gaz.nearest(plat, plon, invalid="nan")
+    city = np.maximum(gaz.city_of(near), 0)  # the point's city, as for the truth
     return {
         "lat": plat, "lon": plon, "level": np.where(ok, "coords", "none").astype(object),
-        "matched": np.where(ok, gaz.name[j], "").astype(object), "entry": np.where(ok, "coords", "").astype(object),
-        "country_code": gaz.country_at(plat, near), "geonameid": np.where(ok, gaz.geonameid[j], -1),
+        "matched": np.where(ok, gaz.name[city], "").astype(object), "entry": np.where(ok, "coords", "").astype(object),
+        "country_code": gaz.country_at(plat, near), "geonameid": np.where(ok, gaz.geonameid[city], -1),
         "shown": np.array([f"{a}, {b}" for a, b in zip(raw_lat, raw_lon)], dtype=object),
         "pred_country": None, "pred_city": None, "invalid": invalid,
     }
@@ -291,7 +291,7 @@ def _truth(labels, true_lat, true_lon, lab_ids, label_name: str) -> dict:
     names = {}
     if {"country", "city"} <= set(labels.columns):
         names = {k: labels[k].to_numpy(object) for k in ("country", "city")}
-    city = gaz.nearest_city(true_lat, true_lon)
+    city = gaz.city_of(tnear)
     return {"country_code": true_cc, "geonameid": gaz.geonameid[city], "continent": continent, "names": names}
 
 
