@@ -50,7 +50,7 @@ _KEYS = "|".join(LABELS)
 # Markdown decoration that carries no meaning for the values: bullets and numbering at a line start, heading and
 # quote marks, emphasis markers (** __ and single * _ around words), backticks.
 _BULLET = re.compile(r"^[^\S\n]*(?:[-*•+>]+|#+|\d{1,2}[.)])[^\S\n]+", re.MULTILINE)
-_BULLET_START = re.compile(r"^[^\S\n]*[-*•+>#\d]", re.M)  # a line that may start with a bullet
+_BULLET_START = re.compile(r"^[^\S\n]*[-*•+>#\d]", re.MULTILINE)  # a line that may start with a bullet
 _EMPHASIS = re.compile(r"\*+|(?<!\w)_+|_+(?!\w)|`+")
 # A markdown table row holding one field: "| country | France |" reads as "country: France".
 _TABLE_ROW = re.compile(rf"^[^\S\n]*\|?[^\S\n]*({_KEYS})[^\S\n]*\|([^|\n]*)\|?[^\S\n]*$", re.IGNORECASE | re.MULTILINE)

@@ -27,7 +27,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +46,8 @@ print("BENCH " + json.dumps({{"wall_s": time.perf_counter() - w0, "cpu_s": time.
 def _fresh(body: str) -> dict:
     """Run `body` (which sets a dict `out`) in a fresh interpreter; its wall / CPU time and peak RSS."""
     code = _RUN.format(body=body)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(),
+                         check=False)
     if res.returncode != 0:
         raise RuntimeError(f"benchmark step failed:\n{res.stderr[-3000:]}")
     line = [x for x in res.stdout.splitlines() if x.startswith("BENCH ")][-1]
@@ -78,8 +78,8 @@ def distinct_answers(n: int, seed: int) -> list[str]:
     rng = np.random.default_rng(seed)
     feats = pd.concat([pd.read_csv(ROOT / "globe" / "assets" / "places" / f, keep_default_na=False)
                        for f in ("features.csv", "world_heritage.csv")])
-    codes = {"US": "TX CA NY FL WA OR IL MA PA OH GA NC MI AZ CO".split(), "CA": "ON BC QC AB NS".split(),
-             "AU": "NSW VIC QLD WA SA".split()}
+    codes = {"US": ["TX", "CA", "NY", "FL", "WA", "OR", "IL", "MA", "PA", "OH", "GA", "NC", "MI", "AZ", "CO"],
+             "CA": ["ON", "BC", "QC", "AB", "NS"], "AU": ["NSW", "VIC", "QLD", "WA", "SA"]}
     hedges = ["near {}", "probably {}", "{} area", "outskirts of {}", "somewhere in {}", "{} (approximate)"]
     local = {"DE": "Deutschland", "JP": "日本", "ES": "España", "IT": "Italia", "IS": "Ísland", "NL": "Nederland",
              "RU": "Россия", "GR": "Ελλάδα", "CN": "中国", "AT": "Österreich"}
@@ -181,7 +181,7 @@ def _commit() -> str:
         return subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip() + (" (+ uncommitted)" if subprocess.run(
                                   ["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True,
-                                  text=True).stdout.strip() else "")
+                                  text=True, check=False).stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return f"not a git checkout ({src})"
 
