@@ -3,7 +3,7 @@
 One concern per file: `distance` (geodesic and haversine distances, validation), `names` (name keys),
 `countries` (country and region name tables), `places` (features, landmarks, airports), `geonames_dump`
 (optional GeoNames dumps), `gazetteer` (the index, reverse geocoding), `parts` (an answer's text into parts),
-`forward` (free text -> coordinates), `match` (same country / city, GLOBE's string rule), `metrics` (the named
+`candidates` (what one part can name), `forward` (ranking and resolution: free text -> coordinates), `match` (same country / city, GLOBE's string rule), `metrics` (the named
 accuracy metrics, km thresholds, GeoScore, bootstrap), `score` (score a predictions file against a labels file).
 Importing is cheap; the gazetteer loads on first use (< 2 s from its cache).
 """
