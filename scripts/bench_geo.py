@@ -10,11 +10,14 @@ Measures, each in a fresh interpreter so caches and imports count as a user sees
   names, junk), cold resolution cache;
 - `score_coords`: `globe score` end to end on 1,000,000 rows of coordinate predictions (read two CSV files, join,
   distances, reverse geocoding, every metric with 1000-resample intervals), wall and CPU seconds and peak RSS;
-- `score_text`: the same on 1,000,000 rows of free-text predictions (100,000 distinct answers, repeated).
+- `score_text` (with `--text-rows N`): the same on N rows of free-text predictions (100,000 distinct answers).
 
-Goals (issue 14): load < 2 s, 100k answers < 10 s, 1M rows end to end < 10 s on one core. Every figure is
-written beside the figure of the previous run (`previous`, read from the output file before it is replaced), so
-a before / after comparison comes from the same script: run it on the old commit, then on the new one. Wall times
+Goals (issue 14): load < 2 s, 100k answers < 10 s, 1M rows end to end < 10 s on one core.
+
+`--baseline COMMIT` measures that commit too, in the same run, each step right after the same step of the
+current tree, so both see the same machine load: the commit is unpacked (`git archive`) into a temporary folder
+and run with its own gazetteer cache (`--baseline-cache`, default `~/.cache/globe/baseline-<commit>`; the first
+run builds it). Every figure of the baseline sits beside the current one (`baseline` in each section). Wall times
 suffer when other processes share the core; `cpu_s` is the process's own CPU time.
 """
 
@@ -38,16 +41,21 @@ import json, resource, sys, time
 w0, c0 = time.perf_counter(), time.process_time()
 {body}
 ru = resource.getrusage(resource.RUSAGE_SELF)
+import globe
 print("BENCH " + json.dumps({{"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0,
-                             "max_rss_mib": ru.ru_maxrss / 1024, **out}}))
+                             "max_rss_mib": ru.ru_maxrss / 1024, "globe": globe.__file__, **out}}))
 """
+
+
+_ENV: dict[str, str] = {}  # PYTHONPATH / GLOBE_CACHE_DIR of the tree being measured (empty: this checkout's)
 
 
 def _fresh(body: str) -> dict:
     """Run `body` (which sets a dict `out`) in a fresh interpreter; its wall / CPU time and peak RSS."""
     code = _RUN.format(body=body)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(),
-                         check=False)
+    # run inside the measured tree: `python -c` puts the working directory first on sys.path
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, **_ENV}, cwd=_ENV.get("PYTHONPATH", str(ROOT)), check=False)
     if res.returncode != 0:
         raise RuntimeError(f"benchmark step failed:\n{res.stderr[-3000:]}")
     line = [x for x in res.stdout.splitlines() if x.startswith("BENCH ")][-1]
@@ -64,7 +72,7 @@ def bench_load(repeats: int = 3) -> dict:
     runs = [_fresh(body) for _ in range(repeats)]
     best = min(runs, key=lambda r: r["wall_s"])
     return {"core_plus_kdtree_wall_s": best["core_wall_s"], "full_wall_s": best["wall_s"], "full_cpu_s": best["cpu_s"],
-            "max_rss_mib": best["max_rss_mib"], "repeats": repeats, "goal_s": 2.0}
+            "max_rss_mib": best["max_rss_mib"], "repeats": repeats, "goal_s": 2.0, "globe": best["globe"]}
 
 
 def distinct_answers(n: int, seed: int) -> list[str]:
@@ -128,11 +136,14 @@ def bench_text(n: int, seed: int) -> dict:
             f"texts = distinct_answers({n}, {seed})\n"
             "w, c = time.perf_counter(), time.process_time()\n"
             "df = geocode_many(texts)\n"
+            "import hashlib\n"
             "out = {'resolve_wall_s': time.perf_counter() - w, 'resolve_cpu_s': time.process_time() - c,\n"
-            "       'n': len(texts), 'distinct': len(set(texts)), 'levels': df.level.value_counts().to_dict()}")
+            "       'n': len(texts), 'distinct': len(set(texts)), 'levels': df.level.value_counts().to_dict(),\n"
+            "       'answers_sha1': hashlib.sha1('\\x00'.join(texts).encode()).hexdigest()[:12]}")
     r = _fresh(body)
-    return {"n": r["n"], "distinct": r["distinct"], "wall_s": r["resolve_wall_s"], "cpu_s": r["resolve_cpu_s"],
-            "per_second_wall": r["n"] / r["resolve_wall_s"], "levels": r["levels"], "goal_s": 10.0}
+    return {"n": r["n"], "distinct": r["distinct"], "answers_sha1": r["answers_sha1"], "wall_s": r["resolve_wall_s"],
+            "cpu_s": r["resolve_cpu_s"], "per_second_wall": r["n"] / r["resolve_wall_s"], "levels": r["levels"],
+            "goal_s": 10.0, "globe": r["globe"]}
 
 
 def _score_cli(pred: Path, labels: Path, extra: list[str]) -> dict:
@@ -143,7 +154,7 @@ def _score_cli(pred: Path, labels: Path, extra: list[str]) -> dict:
             "out = {'acc_25km': m['acc_25km'], 'n': m['n'], 'levels': m['levels']}")
     r = _fresh(body)
     return {"n": r["n"], "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "max_rss_mib": r["max_rss_mib"],
-            "acc_25km": r["acc_25km"], "levels": r["levels"], "goal_s": 10.0}
+            "acc_25km": r["acc_25km"], "levels": r["levels"], "goal_s": 10.0, "globe": r["globe"]}
 
 
 def bench_score(n: int, seed: int, tmp: Path, text_pool: list[str] | None) -> dict:
@@ -152,22 +163,23 @@ def bench_score(n: int, seed: int, tmp: Path, text_pool: list[str] | None) -> di
 
     from globe.geo import gazetteer
 
+    kind = "coords" if text_pool is None else "text"
+    labels, pred = tmp / f"labels_{n}_{seed}.csv", tmp / f"pred_{kind}_{n}_{seed}.csv"
+    if labels.is_file() and pred.is_file():  # the same files for the baseline's run
+        return _score_cli(pred, labels, [] if text_pool is None else ["--text", "answer"])
     g = gazetteer()
     rng = np.random.default_rng(seed)
     i = rng.integers(0, g.lat.size, size=n)
     lat = np.clip(g.lat[i] + rng.normal(0, 0.05, n), -90, 90)
     lon = np.clip(g.lon[i] + rng.normal(0, 0.05, n), -180, 180)
     ids = np.char.add("img", np.arange(n).astype(str))
-    labels = tmp / "labels.csv"
     pd.DataFrame({"id": ids, "lat": lat.round(6), "lon": lon.round(6)}).to_csv(labels, index=False)
     if text_pool is None:
         noise = rng.exponential(3.0, n)  # predictions: a few degrees off, some far
         plat = np.clip(lat + rng.normal(0, 1, n) * noise, -90, 90)
         plon = np.clip(lon + rng.normal(0, 1, n) * noise, -180, 180)
-        pred = tmp / "pred_coords.csv"
         pd.DataFrame({"id": ids, "lat": plat.round(6), "lon": plon.round(6)}).to_csv(pred, index=False)
         return _score_cli(pred, labels, [])
-    pred = tmp / "pred_text.csv"
     pd.DataFrame({"id": ids, "answer": [text_pool[k] for k in rng.integers(0, len(text_pool), n)]}).to_csv(
         pred, index=False)
     return {**_score_cli(pred, labels, ["--text", "answer"]), "distinct_answers": len(text_pool)}
@@ -178,49 +190,75 @@ def _commit() -> str:
 
     src = Path(globe.__file__).resolve().parent
     try:
-        return subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip() + (" (+ uncommitted)" if subprocess.run(
-                                  ["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True,
-                                  text=True, check=False).stdout.strip() else "")
+        head = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, check=False).stdout.strip()
+        return head + (" (+ uncommitted)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return f"not a git checkout ({src})"
+
+
+def _baseline_env(commit: str, tmp: Path, cache: str | None) -> dict[str, str]:
+    """Unpack `commit` of this repository into tmp/baseline; the environment that runs it with its own cache."""
+    dest = tmp / "baseline"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    cache_dir = Path(cache or Path.home() / ".cache" / "globe" / f"baseline-{commit}")
+    cache_dir.mkdir(parents=True, exist_ok=True)  # apart: an older index may delete caches it does not own
+    return {"PYTHONPATH": str(dest), "GLOBE_CACHE_DIR": str(cache_dir)}
+
+
+def _both(step, baseline: dict[str, str] | None) -> dict:
+    """A step on this tree, then (with a baseline) on the baseline, under the same load; baseline beside it."""
+    global _ENV
+    _ENV = {}
+    out = step()
+    if baseline:
+        _ENV = baseline
+        try:
+            out["baseline"] = step()
+        finally:
+            _ENV = {}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-rows", type=int, default=1_000_000)
     ap.add_argument("--n-text", type=int, default=100_000)
+    ap.add_argument("--text-rows", type=int, default=0, help="also score this many free-text rows end to end")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip-text-score", action="store_true", help="skip `globe score` on 1M text rows")
+    ap.add_argument("--baseline", default=None, help="a commit to measure beside this tree (e.g. d0aa3bd)")
+    ap.add_argument("--baseline-cache", default=None, help="gazetteer cache folder of the baseline")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "geo.json"))
     args = ap.parse_args()
 
     import globe
 
-    out = Path(args.out)
-    previous = json.loads(out.read_text()) if out.is_file() else {}
-    res = {
-        "command": "taskset -c 0 python scripts/bench_geo.py",
-        "globe": str(Path(globe.__file__).resolve().parent), "commit": _commit(),
-        "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
-        "load_avg_at_start": os.getloadavg(),
-        "note": "wall times suffer when other processes share the core; cpu_s is the process's own CPU time",
-        "load": bench_load(),
-        "text": bench_text(args.n_text, args.seed),
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        res["score_coords"] = bench_score(args.n_rows, args.seed, Path(tmp), None)
-        if not args.skip_text_score:
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        base = _baseline_env(args.baseline, tmp, args.baseline_cache) if args.baseline else None
+        res = {
+            "command": "taskset -c 0 python scripts/bench_geo.py" + (f" --baseline {args.baseline}" if base else ""),
+            "globe": str(Path(globe.__file__).resolve().parent), "commit": _commit(), "baseline": args.baseline,
+            "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
+            "load_avg_at_start": os.getloadavg(),
+            "note": "wall times suffer when other processes share the core; cpu_s is the process's own CPU time",
+        }
+        res["load"] = _both(bench_load, base)
+        res["text"] = _both(lambda: bench_text(args.n_text, args.seed), base)
+        res["score_coords"] = _both(lambda: bench_score(args.n_rows, args.seed, tmp, None), base)
+        if args.text_rows:
             pool = distinct_answers(args.n_text, args.seed)
-            res["score_text"] = bench_score(args.n_rows, args.seed, Path(tmp), pool)
-    res["load_avg_at_end"] = os.getloadavg()
-    if previous:
-        keep = ("commit", "globe", "load", "text", "score_coords", "score_text", "coords", "load_avg_at_start")
-        res["previous"] = {k: previous[k] for k in keep if k in previous}
+            res["score_text"] = _both(lambda: bench_score(args.text_rows, args.seed, tmp, pool), base)
+        res["load_avg_at_end"] = os.getloadavg()
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
-    print(json.dumps({k: v for k, v in res.items() if k != "previous"}, indent=2, ensure_ascii=False))
+    print(json.dumps(res, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":
