@@ -98,10 +98,16 @@ def _ci_mean(v: np.ndarray, n_boot: int, rng, alpha: float) -> list[float]:
 
 
 def _codes(x, n: int, what: str) -> np.ndarray:
+    """Country codes as stripped upper-case strings ('' for a missing one). A few hundred distinct values: each is
+    cleaned once (a million rows in ~0.1 s)."""
+    import pandas as pd
+
     a = np.asarray(x, dtype=object).ravel()
     if a.size != n:
         raise ValueError(f"accuracy_flags: {what} has {a.size} values for {n} distances")
-    return np.array([str(v).strip().upper() if isinstance(v, str) else "" for v in a], dtype=object)
+    codes, uniques = pd.factorize(a, use_na_sentinel=True)  # None / NaN -> -1
+    clean = np.array([v.strip().upper() if isinstance(v, str) else "" for v in uniques] + [""], dtype=object)
+    return clean[codes]
 
 
 def _texts(x, n: int, what: str) -> list[str | None]:

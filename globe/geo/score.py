@@ -48,11 +48,15 @@ def _suffix(p: Path) -> str:
     return "".join(p.suffixes[-2:]).lower() if p.suffix.lower() == ".gz" else p.suffix.lower()
 
 
-def _read_csv(p: Path, sep: str):
+def _read_csv(p: Path, sep: str, numeric: tuple[str, ...] = ()):
+    """Every column as text (ids keep their exact form) except the coordinate columns `numeric`, which the C
+    parser reads as numbers far faster (a value that is no number leaves its column text, checked later)."""
     import pandas as pd
 
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""], sep=sep, encoding="utf-8-sig")
+        header = pd.read_csv(p, nrows=0, sep=sep, encoding="utf-8-sig").columns
+        dtype = {c: str for c in header if c not in numeric}
+        df = pd.read_csv(p, dtype=dtype, keep_default_na=False, na_values=[""], sep=sep, encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise ScoreInputError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
                               "re-save it as UTF-8") from None
@@ -71,8 +75,9 @@ def _read_csv(p: Path, sep: str):
     return df
 
 
-def read_table(path: str | os.PathLike, sep: str | None = None):
-    """A CSV / TSV / JSONL / JSON / parquet file as a DataFrame (CSV read as strings so ids keep their exact form).
+def read_table(path: str | os.PathLike, sep: str | None = None, numeric: tuple[str, ...] = LAT_COLS + LON_COLS):
+    """A CSV / TSV / JSONL / JSON / parquet file as a DataFrame (CSV columns read as text, so ids keep their exact
+    form, except the coordinate columns `numeric`).
 
     `sep` overrides the CSV separator (default: tab for .tsv, comma otherwise). Raises ScoreInputError on a missing,
     empty, header-only, undecodable or mis-separated file.
@@ -89,7 +94,7 @@ def read_table(path: str | os.PathLike, sep: str | None = None):
     suf = _suffix(p)
     try:
         if suf in (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt"):
-            df = _read_csv(p, sep or ("\t" if suf.startswith(".tsv") else ","))
+            df = _read_csv(p, sep or ("\t" if suf.startswith(".tsv") else ","), numeric)
         elif suf in (".jsonl", ".jsonl.gz", ".ndjson"):
             df = pd.read_json(p, lines=True, dtype=False, encoding="utf-8")
         elif suf in (".json", ".json.gz"):
@@ -246,6 +251,16 @@ def _text_predictions(predictions, text_col: str | None, take, has, name: str) -
     }
 
 
+class _Shown:
+    """A prediction's coordinates as written, formatted on demand (a million f-strings cost a second)."""
+
+    def __init__(self, lat, lon):
+        self.lat, self.lon = lat, lon
+
+    def __getitem__(self, i: int) -> str:
+        return f"{self.lat[i]}, {self.lon[i]}"
+
+
 def _coord_predictions(predictions, lat_col, lon_col, take, has, name: str) -> dict:
     """Coordinate predictions aligned to the labels; invalid ones (never wrapped) become unresolved."""
     import pandas as pd
@@ -268,7 +283,7 @@ def _coord_predictions(predictions, lat_col, lon_col, take, has, name: str) -> d
         "lat": plat, "lon": plon, "level": np.where(ok, "coords", "none").astype(object),
         "matched": np.where(ok, gaz.name[city], "").astype(object), "entry": np.where(ok, "coords", "").astype(object),
         "country_code": gaz.country_at(plat, near), "geonameid": np.where(ok, gaz.geonameid[city], -1),
-        "shown": np.array([f"{a}, {b}" for a, b in zip(raw_lat, raw_lon)], dtype=object),
+        "shown": _Shown(raw_lat, raw_lon),  # formatted only for the examples shown
         "pred_country": None, "pred_city": None, "invalid": invalid,
     }
 
@@ -397,9 +412,11 @@ def score_files(
     **kwargs,
 ):
     """Read both files, `score_frames` them, write --json / --rows outputs; returns (metrics, rows)."""
-    pred_df = read_table(predictions, sep=sep)
+    numeric = (*LAT_COLS, *LON_COLS, *(kwargs.get(k) for k in ("lat_col", "lon_col", "label_lat", "label_lon")
+                                       if kwargs.get(k)))
+    pred_df = read_table(predictions, sep=sep, numeric=numeric)
     same = Path(predictions).resolve() == Path(labels).resolve()
-    lab_df = pred_df if same else read_table(labels, sep=sep)
+    lab_df = pred_df if same else read_table(labels, sep=sep, numeric=numeric)
     metrics, rows = score_frames(pred_df, lab_df, names=(str(predictions), str(labels)), **kwargs)
     metrics["predictions"] = str(predictions)
     metrics["labels"] = str(labels)
