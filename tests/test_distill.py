@@ -147,7 +147,7 @@ def test_answer_key_covers_everything_that_changes_an_answer(monkeypatch, tmp_pa
         answer_key("img", OracleTeacher(name="t", sampling=Sampling(max_new_tokens=9)), "reasoning"),
         answer_key("img", OracleTeacher(name="t", sampling=Sampling(seed=3)), "reasoning"),
         answer_key("img", OracleTeacher(name="t"), "reasoning", prompt_version="globe-v0"),  # the prompt version
-X
+        answer_key("img", OracleTeacher(name="t", n_clues=3), "reasoning"),  # the teacher's identity
         answer_key("img", OracleTeacher(name="t", vocabulary=["tree"]), "reasoning"),
     ]
     assert base not in others and len(set(others)) == len(others)
