@@ -137,15 +137,6 @@ def test_geo_metrics_values():
     json.dumps(m)  # plain types only
 
 
-def test_geo_metrics_deprecated_keywords():
-    d = [1.0, 30.0]
-    with pytest.warns(DeprecationWarning):
-        old = geo_metrics(d, country_correct=[1, 0], city_correct=[1, 0], n_boot=50)
-    new = geo_metrics(d, correct={"country_acc": [1, 0], "city_name_acc": [1, 0]}, n_boot=50)
-    assert old["country_acc"] == new["country_acc"] == 0.5 and old["city_name_acc"] == new["city_name_acc"]
-    assert old["city_acc"] == 0.5  # the old key, until its readers move to city_name_acc
-
-
 def test_geo_metrics_errors():
     with pytest.raises(ValueError):
         geo_metrics([])

@@ -101,6 +101,8 @@ class EvalParams(StageConfig):
     shard: str | None = None  # "i/N": generate only shard i of N into its own cache files, then stop (merge_shards)
     land_mask: str | None = "globe/assets/naturalearth/naturalearth_lowres.shp"
     n_bootstrap: int = 1000
+    # "geodesic" (WGS84 ellipsoid, as GeoCLIP's and Img2Loc's evaluations) or "haversine" (sphere); globe.geo.distance
+    distance: Literal["geodesic", "haversine"] = "geodesic"
     seed: int = 0
     base_model: str | None = None
     offline: bool = True
@@ -168,7 +170,7 @@ def evaluate(cfg: EvalParams, progress: bool = True) -> dict:
         all_metrics[name] = {}
         for entry in cfg.models:
             raw = predict(bench, entry, cfg, pred_dir / f"{entry.name}.jsonl", progress=progress)
-            scored = score(bench, raw, truth)
+            scored = score(bench, raw, truth, distance=cfg.distance)
             if cfg.reward_model:
                 scorer = scorer or localizability_scorer(cfg)
                 scored = add_localizability(scored, bench, scorer, cfg)
@@ -176,7 +178,7 @@ def evaluate(cfg: EvalParams, progress: bool = True) -> dict:
             all_metrics[name][entry.name] = {**metrics_of(scored, cfg.seed, cfg.n_bootstrap), **skipped}
             log.info("%s / %s: %s", name, entry.name, _summary(all_metrics[name][entry.name]))
         for b in cfg.baselines:
-            scored = score(bench, baseline_predictions(b, bench, train, cfg), truth)
+            scored = score(bench, baseline_predictions(b, bench, train, cfg), truth, distance=cfg.distance)
             _write_parquet(scored, pred_dir / f"{b}.parquet")
             all_metrics[name][b] = {**metrics_of(scored, cfg.seed, cfg.n_bootstrap), **skipped}
     (out / "tables").mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,9 @@ def load_train_coords(cfg: EvalParams) -> pd.DataFrame:
     lat, lon = entry.get("lat_col", "lat"), entry.get("lon_col", "lon")
     coords = pd.DataFrame({"lat": pd.to_numeric(df[lat], errors="coerce"),
                            "lon": pd.to_numeric(df[lon], errors="coerce")})
-    bad = ~(np.isfinite(coords["lat"]) & np.isfinite(coords["lon"]) & (coords["lat"].abs() <= 90))
+    from globe.geo.distance import invalid_mask
+
+    bad = pd.Series(invalid_mask(coords["lat"].to_numpy(), coords["lon"].to_numpy()), index=coords.index)
     if bad.any():
         log.warning("baseline training coordinates: skipped %d of %d rows of %s without valid coordinates",
                     int(bad.sum()), len(coords), csv)

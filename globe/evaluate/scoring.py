@@ -20,48 +20,36 @@ log = logging.getLogger(__name__)
 
 
 def truth_places(bench: pd.DataFrame) -> pd.DataFrame:
-    """Country, city (name and GeoNames id) and continent of each true location (offline reverse geocoding; a
-    district of a city, such as "Paris 04", is named by its city)."""
-    from globe.geo import reverse_geocode
-
-    rg = reverse_geocode(bench["lat"].to_numpy(), bench["lon"].to_numpy(), extra=True)
-    gid, city = _parent_cities(rg["geonameid"].to_numpy(np.int64), rg["city"].to_numpy(object))
-    return pd.DataFrame({"true_country_code": rg["country_code"].to_numpy(), "true_country": rg["country"].to_numpy(),
-                         "true_city": city, "true_geonameid": gid, "continent": rg["continent"].to_numpy()})
-
-
-def _parent_cities(geonameid: np.ndarray, city: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """GeoNames ids and names with each district (`Gazetteer.section`) replaced by the most populous place around it."""
+    """Country, city (name and GeoNames id) and continent of each true location, offline: the city is the place the
+    point belongs to (`Gazetteer.nearest_city`; a district of a city, such as "Paris 04", is named by its city)."""
     from globe.geo import gazetteer
-    from globe.geo.distance import to_unit_xyz
-    from globe.geo.gazetteer import SECTION_KM
 
     gaz = gazetteer()
-    gid, city = geonameid.copy(), city.copy()
-    chord = 2 * np.sin(SECTION_KM / 6371.0088 / 2)
-    for k, g in enumerate(geonameid):
-        i = gaz.index_of(int(g)) if g >= 0 else -1
-        if i < 0 or not gaz.section[i]:
-            continue
-        near = gaz.tree.query_ball_point(to_unit_xyz(gaz.lat[i], gaz.lon[i]), chord)
-        j = max(near, key=lambda n: (int(gaz.population[n]), -n))
-        gid[k], city[k] = int(gaz.geonameid[j]), str(gaz.name[j])
-    return gid, city
+    lat, lon = bench["lat"].to_numpy(float), bench["lon"].to_numpy(float)
+    near = gaz.nearest(lat, lon, invalid="nan")
+    city = gaz.city_of(near)
+    ok = city >= 0
+    cc = gaz.country_at(lat, near)
+    cnames = {c: v["name"] for c, v in gaz.countries.items()}
+    conts = {c: v["continent"] for c, v in gaz.countries.items()}
+    j = np.maximum(city, 0)
+    return pd.DataFrame({"true_country_code": cc, "true_country": [cnames.get(c, "") for c in cc],
+                         "true_city": np.where(ok, gaz.name[j], "").astype(object),
+                         "true_geonameid": np.where(ok, gaz.geonameid[j], -1).astype(np.int64),
+                         "continent": [conts.get(c, "") for c in cc]})
 
 
 def _resolve_coordinates(out: pd.DataFrame, preds: pd.DataFrame) -> None:
-    """Predicted points (baselines): their place is the nearest GeoNames place (reverse geocoding)."""
-    from globe.geo import reverse_geocode
-
+    """Predicted points (baselines): their place is the city the point belongs to, as for the truth."""
     out["think"], out["answer"], out["country"], out["city"] = None, None, None, None
     out["format_ok"], out["geocoded_text"] = False, ""
     lat, lon = preds["pred_lat"].to_numpy(float), preds["pred_lon"].to_numpy(float)
-    rg = reverse_geocode(lat, lon, invalid="nan", extra=True)
+    places = truth_places(pd.DataFrame({"lat": lat, "lon": lon}))
     out["pred_lat"], out["pred_lon"] = lat, lon
     out["level"] = np.where(np.isfinite(lat), "coords", "none")  # globe.geo's level names
-    out["pred_country_code"] = rg["country_code"].to_numpy()
-    out["pred_country"], out["pred_city"] = rg["country"].to_numpy(), rg["city"].to_numpy()
-    out["pred_geonameid"] = rg["geonameid"].fillna(-1).to_numpy(np.int64)
+    out["pred_country_code"] = places["true_country_code"].to_numpy()
+    out["pred_country"], out["pred_city"] = places["true_country"].to_numpy(), places["true_city"].to_numpy()
+    out["pred_geonameid"] = places["true_geonameid"].to_numpy(np.int64)
 
 
 def _resolve_answers(out: pd.DataFrame) -> None:
@@ -86,15 +74,17 @@ def _resolve_answers(out: pd.DataFrame) -> None:
     out["pred_geonameid"] = geo["geonameid"].to_numpy(np.int64)
 
 
-def score(bench: pd.DataFrame, preds: pd.DataFrame, truth: pd.DataFrame | None = None) -> pd.DataFrame:
+def score(bench: pd.DataFrame, preds: pd.DataFrame, truth: pd.DataFrame | None = None,
+          distance: str = "geodesic") -> pd.DataFrame:
     """One row per benchmark image: the completion parsed, geocoded and measured against the truth.
 
     `preds` holds `id` and either `raw` completions (parsed and geocoded here) or `pred_lat`/`pred_lon` (baselines).
-    Images without a usable answer keep NaN coordinates and distance: they count as misses at every threshold. The
+    Distances are `distance` ("geodesic": WGS84 ellipsoid, or "haversine": the sphere GLOBE's eval.py uses). Images
+    without a usable answer keep NaN coordinates and distance: they count as misses at every threshold. The
     per-image accuracy columns are `globe.geo.accuracy_flags`'s (country_acc, city_name_acc, city_25km_acc and,
     for completions, GLOBE's string rule on the names: country_string_acc, city_string_acc).
     """
-    from globe.geo import accuracy_flags, haversine_km
+    from globe.geo import accuracy_flags, distance_km
 
     truth = truth_places(bench) if truth is None else truth
     preds = preds.set_index("id").reindex(bench["id"])
@@ -109,8 +99,9 @@ def score(bench: pd.DataFrame, preds: pd.DataFrame, truth: pd.DataFrame | None =
     for c in truth.columns:
         out[c] = truth[c].to_numpy()
     out["country_code"] = out["true_country_code"]  # the photo's country, as the canonical dataset column names it
-    out["distance_km"] = haversine_km(out["true_lat"].to_numpy(), out["true_lon"].to_numpy(),
-                                      out["pred_lat"].to_numpy(), out["pred_lon"].to_numpy(), invalid="nan")
+    out["distance_km"] = distance_km(out["true_lat"].to_numpy(), out["true_lon"].to_numpy(),
+                                     out["pred_lat"].to_numpy(), out["pred_lon"].to_numpy(), method=distance,
+                                     invalid="nan")
     texts = {} if "pred_lat" in preds else dict(pred_city=out["city"].tolist(), true_city=out["true_city"].tolist(),
                                                 pred_country=out["country"].tolist(),
                                                 true_country=out["true_country"].tolist())

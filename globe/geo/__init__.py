@@ -19,11 +19,10 @@ from globe.geo.distance import (
     validate_coords,
     wrap_lon,
 )
-from globe.geo.forward import LEVELS, GeoResult, geocode, geocode_many, parse_coordinates
+from globe.geo.forward import LEVELS, POINT_LEVELS, GeoResult, geocode, geocode_many, parse_coordinates
 from globe.geo.gazetteer import CONTINENTS, Gazetteer, gazetteer, normalize, reverse_geocode
 from globe.geo.match import country_code, globe_string_match, same_city, same_country
 from globe.geo.metrics import (
-    POINT_LEVELS,
     THRESHOLD_NAMES,
     THRESHOLDS_KM,
     accuracy_flags,

@@ -61,6 +61,7 @@ from globe.geo.gazetteer import Gazetteer, gazetteer
 from globe.geo.parts import Part, parse_coordinates, split_answer
 
 LEVELS = ("coords", "landmark", "city", "feature", "admin", "country", "none")
+POINT_LEVELS: tuple[str, ...] = ("coords", "landmark", "city")  # levels that locate a point finer than a region
 
 ANCHOR_KM = 35.0  # a place named before a city lies within this of it ("Montmartre, Paris")
 ALT_NAME_ANCHOR_KM = 20.0  # ... when matched only by an alternate (often historic) name

@@ -13,9 +13,8 @@ from __future__ import annotations
 import math
 
 from globe.geo.distance import haversine_km
-from globe.geo.forward import GeoResult, geocode
+from globe.geo.forward import POINT_LEVELS, GeoResult, geocode
 from globe.geo.gazetteer import gazetteer, normalize
-from globe.geo.metrics import POINT_LEVELS
 
 CITY_KM = 25.0  # default: two city answers this close count as the same city
 

@@ -30,16 +30,15 @@ n * n_boot <= 2e7 and otherwise from their (then indistinguishable) normal limit
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from globe.geo.distance import MAX_DISTANCE_KM
+from globe.geo.forward import POINT_LEVELS
 
 THRESHOLDS_KM = (1, 25, 200, 750, 2500)
 THRESHOLD_NAMES = {1: "Street", 25: "City", 200: "Region", 750: "Country", 2500: "Continent"}
-POINT_LEVELS: tuple[str, ...] = ("coords", "landmark", "city")  # levels that locate a point finer than a region
 GEOSCORE_SCALE_KM = 1492.7  # GeoGuessr's world-map constant
 _INDEX_RESAMPLE_MAX = 20_000_000
 
@@ -183,17 +182,9 @@ def _summary(d: np.ndarray, thresholds: Sequence[float]) -> dict:
     return out
 
 
-def _correct_arrays(correct, country_correct, city_correct, n: int) -> dict[str, np.ndarray]:
-    """The boolean arrays to report, with the deprecated keywords mapped onto their named metrics."""
+def _correct_arrays(correct, n: int) -> dict[str, np.ndarray]:
+    """The boolean arrays to report, checked against the number of distances."""
     arrays = dict(correct or {})
-    for old, new, arr in (("country_correct", "country_acc", country_correct),
-                          ("city_correct", "city_name_acc", city_correct)):
-        if arr is not None:
-            warnings.warn(f"geo_metrics({old}=...) is deprecated: pass correct={{'{new}': ...}}",
-                          DeprecationWarning, stacklevel=3)
-            arrays.setdefault(new, arr)
-            if old == "city_correct":
-                arrays.setdefault("city_acc", arr)  # the old key, same values, until its readers move to city_name_acc
     out = {}
     for key, arr in arrays.items():
         a = np.asarray(arr, dtype=bool).ravel()
@@ -247,8 +238,6 @@ def geo_metrics(
     seed: int = 0,
     ci: bool = True,
     alpha: float = 0.05,
-    country_correct=None,
-    city_correct=None,
 ) -> dict:
     """All metrics for one prediction set.
 
@@ -256,8 +245,6 @@ def geo_metrics(
     n_unresolved (NaN distances); each key of `correct` (boolean arrays, e.g. from `accuracy_flags`) as a share;
     `by_continent` (continent name -> the same figures) when `continent` labels (of the true locations) are given;
     and `ci` (key -> [low, high], the 1 - alpha percentile bootstrap interval) when ci=True.
-    `country_correct=` / `city_correct=` are deprecated aliases of correct={"country_acc": ...} /
-    {"city_name_acc": ...} (the latter also reported under its old key `city_acc`).
     """
     d = np.asarray(distances_km, dtype=np.float64).ravel()
     n = d.size
@@ -265,7 +252,7 @@ def geo_metrics(
         raise ValueError("geo_metrics: no predictions to score")
     if np.any(d < 0):
         raise ValueError("geo_metrics: negative distances")
-    extra = _correct_arrays(correct, country_correct, city_correct, n)
+    extra = _correct_arrays(correct, n)
     out: dict = _summary(d, thresholds)
     out["n"] = int(n)
     out["n_unresolved"] = int(np.isnan(d).sum())
