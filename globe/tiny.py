@@ -241,7 +241,13 @@ def build_tiny_detector(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     that detection scores spread over roughly 0.5-0.8 instead of saturating at 1.0; they carry no meaning.
     """
     import torch
-    from transformers import CLIPTokenizer, OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
+    from transformers import (
+        CLIPTokenizer,
+        OwlViTConfig,
+        OwlViTForObjectDetection,
+        OwlViTImageProcessor,
+        OwlViTProcessor,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

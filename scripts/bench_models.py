@@ -31,13 +31,13 @@ def main() -> int:
     import numpy as np
     import torch
     from PIL import Image
+    from test_sft import TINY_LORA, make_reason_dataset
 
     from globe.config import offline_hub
     from globe.models import generate, load_vlm
-    from globe.tiny import build_tiny_vlm
     from globe.prompts import REASONING_PROMPT
+    from globe.tiny import build_tiny_vlm
     from globe.train.sft import train_sft
-    from test_sft import TINY_LORA, make_reason_dataset
 
     offline_hub()
     res: dict = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),

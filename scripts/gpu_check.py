@@ -242,9 +242,9 @@ def _peak_memory() -> dict:
 
 
 def phase_env(**_) -> dict:
-    import torch
-
     from importlib.metadata import PackageNotFoundError, version
+
+    import torch
 
     def ver(name):
         try:

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 from PIL import ExifTags, Image
 
-from globe import data
-from globe import splits
+from globe import data, splits
 from globe.config import ParamsError
 from globe.data import DataParams, build_dataset
 from globe.images import ImageRejected, load_image, to_rgb

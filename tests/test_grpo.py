@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from globe.config import ParamsError
-
 from globe.train.grpo import (
     GRPOParams,
     SampleRecorder,

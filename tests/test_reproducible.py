@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-
 from test_grpo import colour_rows, save_dataset, small_params
 from test_sft import TINY_LORA, make_reason_dataset
 

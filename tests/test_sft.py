@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from globe.answer import parse_completion
-from globe.prompts import REASONING_PROMPT
 from globe.config import ParamsError
+from globe.prompts import REASONING_PROMPT
 from globe.train.sft import SFTParams, to_conversation
 
 PLACES = [("France", "Lyon", 45.76, 4.84), ("Japan", "Kyoto", 35.01, 135.77), ("Brazil", "Recife", -8.05, -34.9),

@@ -186,7 +186,8 @@ def test_error_budget_hands_back_the_answers_already_completed(server, key_env):
 
 
 def test_key_never_leaks(server, key_env, tmp_path, caplog):
-    from datasets import Dataset, Features, Image as ImageFeature, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
 
     from globe.cache import JsonlCache
     from globe.distill import query_teachers
@@ -329,7 +330,8 @@ def test_geoclip_teacher_gives_points_and_confidences(tiny_geoclip):
 
 
 def test_geoclip_answers_are_cached_and_resumed(tiny_geoclip, tmp_path):
-    from datasets import Dataset, Image as ImageFeature
+    from datasets import Dataset
+    from datasets import Image as ImageFeature
 
     from globe.cache import JsonlCache
     from globe.distill import query_teachers

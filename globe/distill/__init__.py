@@ -221,13 +221,11 @@ def merge_shards(cfg: DistillParams | dict, n_shards: int) -> dict:
 def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None,
                      progress: bool = True) -> DistillResult:
     """The whole stage: query, filter, write the dataset, its card, the reward model's labels and the results."""
-    from globe.cache import JsonlCache
+    from globe.cache import JsonlCache, shard_path
     from globe.config import prepare_run
     from globe.data import save_dataset
-    from globe.teachers import make_teacher
-
-    from globe.cache import shard_path
     from globe.distill.query import teacher_kinds
+    from globe.teachers import make_teacher
 
     cfg = cfg if isinstance(cfg, DistillParams) else DistillParams.from_params(cfg)
     prepare_run(cfg.seed, cfg.offline)

@@ -22,7 +22,6 @@ def collect_candidates(teachers: Sequence, splits: Mapping[str, Any], cache):
     import pandas as pd
 
     from globe.answer import parse_completion, parse_localizability
-
     from globe.teachers import parse_gps
 
     vlms = [t for t in teachers if "reasoning" in teacher_kinds(t)]
