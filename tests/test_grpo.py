@@ -16,16 +16,8 @@ import pytest
 import yaml
 
 from globe.config import ParamsError
-from globe.train.grpo import (
-    GRPOParams,
-    SampleRecorder,
-    _append_csv,
-    _truncate_csv,
-    _truncate_jsonl,
-    grpo_config,
-    read_log,
-    to_grpo_dataset,
-)
+from globe.train.grpo import GRPOParams, SampleRecorder, grpo_config, read_log, to_grpo_dataset
+from globe.train.grpo.logs import _append_csv, _truncate_csv, _truncate_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -457,7 +449,7 @@ def test_released_mp16_reason_layout_is_read(tmp_path):
     from PIL import Image
 
     from globe import mp16_reason
-    from globe.train.grpo import _is_hub_id
+    from globe.train.grpo.data import _is_hub_id
 
     assert _is_hub_id("globe-project/MP16-Reason") and not _is_hub_id("tests/missing") and not _is_hub_id("./a/b")
     img = Image.new("RGB", (8, 8), (1, 2, 3))
