@@ -227,10 +227,8 @@ def _cmd_sync_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="globe", description="GLOBE geo-localization: data, training, evaluation.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_stage_commands(sub: argparse._SubParsersAction) -> None:
+    """The pipeline's own commands: a stage's parameters, running it, notebooks, profiles."""
     p = sub.add_parser("params", help="print a stage's parameters from params.yaml as YAML (for papermill -y)")
     p.add_argument("stage", help="notebook stage (01_data ... 06_analysis) or params group")
     p.add_argument("--params", default=None, help="params file (default: params.yaml at the project root)")
@@ -252,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None)
     p.set_defaults(func=_cmd_profile)
 
+
+def _add_tiny_model_commands(sub: argparse._SubParsersAction) -> None:
+    """Building the default profile's tiny random models offline."""
     p = sub.add_parser("build-tiny-model", help="build the tiny random Qwen2.5-VL offline (default profile, tests)")
     p.add_argument("--out", default="models/tiny-qwen2.5-vl", help="output directory")
     p.add_argument("--seed", type=int, default=0)
@@ -262,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_build_tiny_detector)
 
+
+def _add_score_command(sub: argparse._SubParsersAction) -> None:
+    """`globe score`: predictions against labels, in km."""
     p = sub.add_parser("score", help="score predictions (coordinates or place names) against labels, in km")
     p.add_argument("predictions", help="CSV / JSONL / parquet of predictions")
     p.add_argument("labels", help="CSV / JSONL / parquet of true coordinates (may be the same file)")
@@ -283,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", default=None, help="write one row per label here (.csv or .parquet)")
     p.set_defaults(func=_cmd_score)
 
+
+def _add_serve_command(sub: argparse._SubParsersAction) -> None:
+    """`globe serve-reward-model`: the reward model over HTTP."""
     p = sub.add_parser("serve-reward-model", help="serve the reward model (OpenAI-compatible, logprobs) over HTTP")
     p.add_argument("--model", required=True, help="base VLM (hub id or local path)")
     p.add_argument("--adapter", default=None, help="reward-model LoRA adapter directory (e.g. models/reward_model)")
@@ -302,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", "transformers", "unsloth"])
     p.set_defaults(func=_cmd_serve_reward_model)
 
+
+def _add_job_commands(sub: argparse._SubParsersAction) -> None:
+    """A stage's work without a notebook (cluster jobs, shards): evaluate, distill, merge, GRPO."""
     p = sub.add_parser("evaluate", help="evaluate models and baselines on benchmarks (params.yaml eval group)")
     p.add_argument("--benchmark", action="append", help="benchmark to run (repeatable; default: eval.run_benchmarks)")
     p.add_argument("--max-images", type=int, default=None, help="cap per benchmark (seeded subsample)")
@@ -327,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override grpo parameters, e.g. steps=2")
     p.set_defaults(func=_cmd_train_grpo)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="globe", description="GLOBE geo-localization: data, training, evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_stage_commands(sub)
+    _add_tiny_model_commands(sub)
+    _add_score_command(sub)
+    _add_serve_command(sub)
+    _add_job_commands(sub)
     return parser
 
 

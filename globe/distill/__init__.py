@@ -225,7 +225,6 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
     from globe.config import prepare_run
     from globe.data import save_dataset
     from globe.distill.query import teacher_kinds
-    from globe.teachers import make_teacher
 
     cfg = cfg if isinstance(cfg, DistillParams) else DistillParams.from_params(cfg)
     prepare_run(cfg.seed, cfg.offline)
@@ -235,11 +234,7 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
     if shard is not None:
         splits = shard_splits(splits, shard)
     ensure_tiny_models(cfg)
-    if teachers is None:
-        teachers = [make_teacher(t, seed=cfg.seed) for t in cfg.teachers]
-    all_names = [t.name for t in teachers]
-    if len(set(all_names)) != len(all_names):
-        raise ValueError(f"teacher names must be unique (they key the cache): {all_names}")
+    teachers = _unique_teachers(cfg, teachers)
     names = [t.name for t in teachers if "reasoning" in teacher_kinds(t)]  # the candidates' teachers (not GeoCLIP)
     cache = JsonlCache(shard_path(cfg.cache, shard) if shard else cfg.cache)
     stats: dict[str, Any] = {"cache_on_load": cache.report()}
@@ -247,15 +242,7 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
     teacher_seconds = stats["query"].pop("seconds")  # wall times are shown, never written to tracked results
     clock["query"] = time.perf_counter()
     if shard is not None:  # a shard only asks; the merged run filters and writes
-        for t in teachers:
-            t.close()
-        stats["shard"] = {"shard": cfg.shard, "cache": str(cache.path),
-                          "images": {s: len(d) for s, d in splits.items()}}
-        results = Path(cfg.results)
-        results.mkdir(parents=True, exist_ok=True)
-        (results / f"shard-{shard[0]}-of-{shard[1]}.json").write_text(json.dumps(stats, indent=1, default=str) + "\n")
-        log.info("distillation shard %s: %s", cfg.shard, stats["query"])
-        return DistillResult(None, None, None, None, None, None, stats, {}, {"teachers": teacher_seconds})
+        return _finish_shard(cfg, shard, teachers, splits, cache, stats, teacher_seconds)
     judged = collect_candidates(teachers, splits, cache)
     stats["unparsed_localizability"] = {t: int(((judged["teacher"] == t) & judged["loc_label"].isna()).sum())
                                         for t in names}
@@ -263,14 +250,7 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
                                 for t in names}
     for t in teachers:
         t.close()
-    models: dict[str, Any] = {}
-    if "clues" in cfg.filters:
-        if cfg.verifier == "detector":
-            models["detector"] = load_detector(cfg.detector)
-        else:
-            models["segmenter"] = load_segmenter(cfg.segmenter)
-    if "alignment" in cfg.filters:
-        models["embedder"] = load_embedder(cfg.alignment_model)
+    models = _filter_models(cfg)
     stats["verifier"] = {"verifier": cfg.verifier,
                          "model": cfg.detector if cfg.verifier == "detector" else cfg.segmenter}
     survivors, stages = apply_filters(judged, cfg, images=lambda s, r: splits[s][int(r)]["image"], **models)
@@ -295,15 +275,59 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
 
     save_dataset(dataset, cfg.out, before_rename=extras)
     clock["write"] = time.perf_counter()
-    results = Path(cfg.results)
-    results.mkdir(parents=True, exist_ok=True)
-    funnel.to_csv(results / "funnel.csv", index=False)
-    agreement.rename_axis("teacher").to_csv(results / "agreement.csv", float_format="%.4f")
-    (results / "stats.json").write_text(json.dumps(stats, indent=1, default=str) + "\n", encoding="utf-8")
+    _write_results(cfg.results, funnel, agreement, stats)
     seconds = {k: round(clock[k] - clock[p], 2) for p, k in zip(list(clock), list(clock)[1:])}
     seconds["teachers"] = teacher_seconds
     log.info("distillation: %s", seconds)
     return DistillResult(dataset, loc, judged, survivors, funnel, agreement, stats, dict(stages), seconds)
+
+
+def _unique_teachers(cfg: DistillParams, teachers: Sequence | None) -> Sequence:
+    """The teachers given, else those of `cfg.teachers`; their names key the cache, so they must be unique."""
+    from globe.teachers import make_teacher
+
+    if teachers is None:
+        teachers = [make_teacher(t, seed=cfg.seed) for t in cfg.teachers]
+    all_names = [t.name for t in teachers]
+    if len(set(all_names)) != len(all_names):
+        raise ValueError(f"teacher names must be unique (they key the cache): {all_names}")
+    return teachers
+
+
+def _finish_shard(cfg: DistillParams, shard: tuple[int, int], teachers: Sequence, splits: dict, cache,
+                  stats: dict[str, Any], teacher_seconds) -> DistillResult:
+    """A shard's run ends after its queries: the teachers closed, its counts written beside the results."""
+    for t in teachers:
+        t.close()
+    stats["shard"] = {"shard": cfg.shard, "cache": str(cache.path),
+                      "images": {s: len(d) for s, d in splits.items()}}
+    results = Path(cfg.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"shard-{shard[0]}-of-{shard[1]}.json").write_text(json.dumps(stats, indent=1, default=str) + "\n")
+    log.info("distillation shard %s: %s", cfg.shard, stats["query"])
+    return DistillResult(None, None, None, None, None, None, stats, {}, {"teachers": teacher_seconds})
+
+
+def _filter_models(cfg: DistillParams) -> dict[str, Any]:
+    """The models the configured filters need: the clue verifier (detector or segmenter), the alignment embedder."""
+    models: dict[str, Any] = {}
+    if "clues" in cfg.filters:
+        if cfg.verifier == "detector":
+            models["detector"] = load_detector(cfg.detector)
+        else:
+            models["segmenter"] = load_segmenter(cfg.segmenter)
+    if "alignment" in cfg.filters:
+        models["embedder"] = load_embedder(cfg.alignment_model)
+    return models
+
+
+def _write_results(results_dir: str, funnel, agreement, stats: dict[str, Any]) -> None:
+    """The funnel, the teacher agreement matrix and the run's counts, into `results_dir`."""
+    results = Path(results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    funnel.to_csv(results / "funnel.csv", index=False)
+    agreement.rename_axis("teacher").to_csv(results / "agreement.csv", float_format="%.4f")
+    (results / "stats.json").write_text(json.dumps(stats, indent=1, default=str) + "\n", encoding="utf-8")
 
 
 __all__ = ["DEFAULT_FILTERS", "DistillParams", "DistillResult", "FILTERS", "answer_key", "apply_filters",
