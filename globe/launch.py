@@ -79,7 +79,7 @@ def launch(group: str, cfg: Any, workdir: str | os.PathLike) -> None:
                            f"above. Command: {' '.join(cmd)}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_worker(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m globe.launch", description=__doc__.split("\n\n")[0])
     parser.add_argument("group", choices=sorted(TRAINERS))
     parser.add_argument("--params", required=True)
@@ -93,4 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_worker())

@@ -140,7 +140,7 @@ def field_value(value: str | None, kind: str) -> str | None:
     return None
 
 
-def answer_fields(p: Parsed) -> tuple[str | None, str | None]:
+def credited_place(p: Parsed) -> tuple[str | None, str | None]:
     """(country, city) that may earn credit, after the anti-hedging rule."""
     country = field_value(p.country, "country")
     city = field_value(p.city, "city")
@@ -201,7 +201,7 @@ def make_accuracy_reward(matcher: str = "globe", city_credit: float = 1.0, count
         match_country, match_city = _matchers(matcher)
         out: list[float | None] = []
         for p, tc, tcity in zip(parsed, true_country, true_city):
-            pc, pcity = answer_fields(p)
+            pc, pcity = credited_place(p)
             if not _known(tc):
                 out.append(None)  # no ground truth: TRL leaves the sample out of this reward
             elif pc is None or not match_country(pc, tc):
@@ -309,7 +309,7 @@ def make_distance_reward(tau_km: float = 750.0, tau_end_km: float | None = None,
             if la is None or lo is None:
                 out.append(None)
                 continue
-            country, city = answer_fields(p)
+            country, city = credited_place(p)
             place = ", ".join(v for v in (city, country) if v)
             pred = geocode_latlon(place) if place else None
             if pred is None:

@@ -34,8 +34,9 @@ import numpy as np
 DUMP_ENV = "GLOBE_GEONAMES_DIR"
 CLASSES = ("T", "H", "L", "S")
 BASE_URL = "https://download.geonames.org/export/dump/"
-COLUMNS = ["geonameid", "name", "asciiname", "alternatenames", "lat", "lon", "fclass", "fcode", "country_code",
-           "cc2", "admin1", "admin2", "admin3", "admin4", "population", "elevation", "dem", "timezone", "modified"]
+GEONAMES_COLUMNS = ["geonameid", "name", "asciiname", "alternatenames", "lat", "lon", "fclass", "fcode",
+                    "country_code", "cc2", "admin1", "admin2", "admin3", "admin4", "population", "elevation", "dem",
+                    "timezone", "modified"]
 KEEP = ["geonameid", "name", "alternatenames", "lat", "lon", "fclass", "fcode", "country_code", "admin1"]
 # Alternate names of these "languages" are codes or links, not names.
 NOT_NAMES = {"link", "post", "iata", "icao", "faac", "tcid", "unlc", "wkdt", "abbr"}
@@ -98,11 +99,12 @@ def read_dump(files: list[Path], classes: tuple[str, ...] = CLASSES):
     for path in files:
         with _open_text(path) as f:
             try:
-                for chunk in pd.read_csv(f, sep="\t", header=None, names=COLUMNS, usecols=KEEP, dtype=str,
+                for chunk in pd.read_csv(f, sep="\t", header=None, names=GEONAMES_COLUMNS, usecols=KEEP, dtype=str,
                                          keep_default_na=False, quoting=3, chunksize=500_000):
                     frames.append(chunk[chunk["fclass"].isin(classes)])
             except pd.errors.ParserError as e:
-                raise ValueError(f"{path}: not a GeoNames dump ({len(COLUMNS)} tab-separated columns): {e}") from None
+                raise ValueError(f"{path}: not a GeoNames dump ({len(GEONAMES_COLUMNS)} tab-separated columns): "
+                                 f"{e}") from None
     if not frames:
         return pd.DataFrame(columns=KEEP)
     df = pd.concat(frames, ignore_index=True).drop_duplicates("geonameid")
@@ -149,7 +151,7 @@ def download(names: list[str], dest: Path, alternate_names: bool = True) -> list
     return got
 
 
-def main(argv: list[str] | None = None) -> int:
+def download_cli(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m globe.geo.geonames_dump", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="+", help="ISO country codes (US FR ...) or allCountries")
@@ -166,4 +168,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(download_cli())
