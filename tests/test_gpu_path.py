@@ -280,15 +280,16 @@ def test_lora_rank_helpers(adapter_r32, tmp_path):
 
 
 def test_vllm_evaluation_passes_the_adapters_rank(fake_vllm, tiny_vlm_dir, tmp_path):
-    from globe.evaluate import EvalConfig, _VLLMGenerator
+    from globe.evaluate import EvalParams
+    from globe.evaluate.inference import _VLLMGenerator
 
     model, _ = models.load_vlm(tiny_vlm_dir, training=True, lora=models.lora_settings(r=64, alpha=64))
     model.save_pretrained(tmp_path / "r64")  # the paper's adapters are rank 64; vLLM's default slot is 16
-    gen = _VLLMGenerator(str(tiny_vlm_dir), str(tmp_path / "r64"), EvalConfig(seed=3))
+    gen = _VLLMGenerator(str(tiny_vlm_dir), str(tmp_path / "r64"), EvalParams(seed=3))
     kw = fake_vllm.instances[-1].kwargs
     assert kw["enable_lora"] and kw["max_lora_rank"] == 64 and kw["seed"] == 3
     assert gen.lora == ("adapter", 1, str(tmp_path / "r64"))
-    _VLLMGenerator(str(tiny_vlm_dir), None, EvalConfig())
+    _VLLMGenerator(str(tiny_vlm_dir), None, EvalParams())
     assert not fake_vllm.instances[-1].kwargs["enable_lora"]
 
 
