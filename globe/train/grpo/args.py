@@ -70,6 +70,7 @@ def _config_kwargs(cfg: GRPOParams, config_cls: type, *, on_gpu: bool, reward_we
         beta=cfg.beta,
         loss_type=cfg.loss_type,
         epsilon=cfg.epsilon,
+        disable_dropout=cfg.disable_dropout,
         scale_rewards=cfg.scale_rewards,
         num_iterations=cfg.num_iterations,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
