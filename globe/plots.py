@@ -204,7 +204,8 @@ def interactive_map(pred, path: str | Path, *, title: str = "Predictions (hover 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # plotly.js inlined; no MathJax; no link back to the plotly server.
-    fig.write_html(path, include_plotlyjs=True, include_mathjax=False, full_html=True,
+    # A fixed div id: plotly draws a random one per call, which would change the tracked file on every rerun.
+    fig.write_html(path, include_plotlyjs=True, include_mathjax=False, full_html=True, div_id=f"globe-{path.stem}",
                    config={"displaylogo": False, "plotlyServerURL": ""})
     return path
 

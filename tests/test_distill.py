@@ -327,10 +327,14 @@ def test_run_distillation_end_to_end(sample_dataset, tiny_detector, tiny_vlm_dir
     assert agree.loc["oracle", "ground truth"] == 1.0 == agree.loc["ground truth", "ground truth"]
     assert agree.loc["tiny", "ground truth"] == 0.0
 
-    # A second run asks nothing (everything is cached) and writes the same dataset.
+    # A second run asks nothing (everything is cached) and writes the same dataset and the same stats.json: what
+    # was asked or cached is run state, in the returned stats only.
+    stats_file = Path(cfg["results"]) / "stats.json"
+    first = stats_file.read_text()
     again = run_distillation(cfg, progress=False)
-    assert sum(again.stats["query"]["asked"].values()) == 0
+    assert sum(again.stats["query"]["asked"].values()) == 0 < sum(res.stats["query"]["asked"].values())
     assert again.dataset["train"]["id"] == res.dataset["train"]["id"]
+    assert stats_file.read_text() == first and "query" not in json.loads(first)
 
     # Nothing survives: empty splits are still written, with every column.
     none = run_distillation({**cfg, "min_localizability": 1.01, "out": str(tmp_path / "empty")}, progress=False)

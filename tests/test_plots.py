@@ -147,6 +147,11 @@ def test_accuracy_bars_colour_kinds_apart_and_say_why_no_published_row(tmp_path,
     assert grey(seen["medoid [baseline]"]) and grey(seen["top_city [baseline]"])
 
 
+def test_interactive_map_is_the_same_file_on_a_rerun(pred, tmp_path):
+    one = plots.interactive_map(pred, tmp_path / "a" / "map.html").read_bytes()
+    assert plots.interactive_map(pred, tmp_path / "b" / "map.html").read_bytes() == one
+
+
 def test_interactive_map_keeps_the_world_undistorted(pred, tmp_path):
     html = plots.interactive_map(pred, tmp_path / "m.html").read_text(encoding="utf-8")
     layout = html[html.index('"layout":'):]

@@ -321,13 +321,21 @@ def _filter_models(cfg: DistillParams) -> dict[str, Any]:
     return models
 
 
+RUN_STATE_KEYS = ("cache_on_load", "query")  # run-state counts kept out of the tracked stats.json
+
+
 def _write_results(results_dir: str, funnel, agreement, stats: dict[str, Any]) -> None:
-    """The funnel, the teacher agreement matrix and the run's counts, into `results_dir`."""
+    """The funnel, the teacher agreement matrix and the run's counts, into `results_dir`.
+
+    The cache's state and what was asked versus read from it (`cache_on_load`, `query`) describe this run, not the
+    result (a fresh clone asks everything, a rerun nothing): they stay in the returned stats and the notebook, out of
+    the tracked stats.json, so a rerun from scratch writes the same file."""
     results = Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
     funnel.to_csv(results / "funnel.csv", index=False)
     agreement.rename_axis("teacher").to_csv(results / "agreement.csv", float_format="%.4f")
-    (results / "stats.json").write_text(json.dumps(stats, indent=1, default=str) + "\n", encoding="utf-8")
+    tracked = {k: v for k, v in stats.items() if k not in RUN_STATE_KEYS}
+    (results / "stats.json").write_text(json.dumps(tracked, indent=1, default=str) + "\n", encoding="utf-8")
 
 
 __all__ = ["DEFAULT_FILTERS", "DistillParams", "DistillResult", "FILTERS", "answer_key", "apply_filters",
