@@ -199,13 +199,7 @@ def _ngram_hits(gaz: Gazetteer, part: Part) -> list[tuple[str, int, bool, int]]:
 
 def _admins_for(gaz: Gazetteer, part: Part) -> tuple[list[int], bool]:
     """Admin-1 regions a part names, and whether it says so explicitly ("Washington State", "TX", "NSW")."""
-    memo = _memo(gaz, "admins")
-    got = memo.get(part)
-    if got is None:
-        got = _admins_for_uncached(gaz, part)
-        if len(memo) < 1 << 17:
-            memo[part] = got
-    return got
+    return _memoized(gaz, "admins", part, _admins_for_uncached)
 
 
 def _admins_for_uncached(gaz: Gazetteer, part: Part) -> tuple[list[int], bool]:
