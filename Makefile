@@ -4,6 +4,7 @@
 # and, for the installs themselves (resolver dry runs, metadata only, about a minute; CI runs it):
 #   make resolve    the GPU set (pip install -e ".[gpu]" -c constraints/gpu.txt) and this CPU install still resolve
 #   make lock-gpu   regenerate constraints/gpu.txt after changing pyproject.toml's dependencies
+#   make lock-cpu   regenerate constraints/cpu.txt (the CPU install's pins: the committed results' environment)
 PY       ?= python3.11
 VENV     ?= .venv
 BIN      := $(VENV)/bin
@@ -13,7 +14,7 @@ TORCH_PIP_ARGS ?=
 # The resolver for the dry runs (uv reads the same PyPI metadata as pip, in seconds; pip takes minutes).
 UV_VERSION ?= 0.13.9
 
-.PHONY: install install-test repro test kernel clean-venv resolve lock-gpu
+.PHONY: install install-test repro test kernel clean-venv resolve lock-gpu lock-cpu
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,13 +24,14 @@ $(VENV)/.torch: | $(BIN)/python
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 $(TORCH_PIP_ARGS)
 	touch $@
 
+# constraints/cpu.txt pins every package: a fresh clone gets the versions the committed results were produced with.
 install: $(VENV)/.torch
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e . -c constraints/cpu.txt
 
 # geoclip (the paper recipe's GeoCLIP teacher; the tests build a tiny one from its classes) pins huggingface-hub<2
 # though it only calls snapshot_download: installed without its pins, beside the hub transformers brings.
 install-test: $(VENV)/.torch
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test]" -c constraints/cpu.txt
 	$(BIN)/pip install -q --no-deps "geoclip==1.3.0" "geopy>=2.3,<3" "geographiclib>=2,<3"
 
 # `jupyter lab` from the venv finds this kernel ("Python (globe)") with globe installed.
@@ -50,6 +52,9 @@ resolve: $(BIN)/uv
 
 lock-gpu: $(BIN)/uv
 	$(BIN)/python scripts/check_resolve.py --lock
+
+lock-cpu: $(BIN)/uv
+	$(BIN)/python scripts/check_resolve.py --lock-cpu
 
 clean-venv:
 	rm -rf $(VENV)

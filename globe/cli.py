@@ -60,6 +60,9 @@ def _cmd_build_tiny_model(args: argparse.Namespace) -> int:
     """Build the tiny random Qwen2.5-VL offline (tokenizer, processor, weights) for the default profile and tests."""
     import time
 
+    from globe.config import use_reproducible_cpu
+
+    use_reproducible_cpu()  # before torch is imported: the same weights on every machine (RNG kernels vary by ISA)
     from globe.tiny import build_tiny_vlm
 
     t0 = time.perf_counter()
@@ -72,6 +75,9 @@ def _cmd_build_tiny_detector(args: argparse.Namespace) -> int:
     """Build the tiny random OWL-ViT (clue verification in the default profile) offline."""
     import time
 
+    from globe.config import use_reproducible_cpu
+
+    use_reproducible_cpu()  # before torch is imported: the same weights on every machine (RNG kernels vary by ISA)
     from globe.tiny import build_tiny_detector
 
     t0 = time.perf_counter()

@@ -14,6 +14,8 @@ holding whole countries or continents out of training. `build_dataset(cfg)` runs
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 import math
 import os
@@ -474,12 +476,33 @@ def save_dataset(ds, out: str | os.PathLike, *, atomic: bool = True,
         ds.save_to_disk(str(target), num_shards={k: 1 for k, d in ds.items() if len(d) == 0})
     else:
         ds.save_to_disk(str(target), num_shards=1 if len(ds) == 0 else None)
+    pin_fingerprints(target)
     if before_rename is not None:
         before_rename(target)
     if atomic:
         shutil.rmtree(out, ignore_errors=True)
         os.replace(target, out)
     return out
+
+
+def pin_fingerprints(saved: str | os.PathLike) -> None:
+    """Give each split saved under `saved` a fingerprint derived from its content (Arrow shards and features),
+    written into its state.json. `datasets` fingerprints a transform of a loaded dataset with its files' modification
+    times, or at random when the transform does not hash, so the same data would get a new fingerprint on every run:
+    the saved folder (a DVC output) and the resume checks that read it (`globe.checkpoints.data_fingerprint`) would
+    change with nothing changed."""
+    for state_path in sorted(Path(saved).glob("**/state.json")):
+        split = state_path.parent
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        h = hashlib.sha256()
+        for f in [split / d["filename"] for d in state.get("_data_files", [])] + [split / "dataset_info.json"]:
+            if f.is_file():
+                h.update(f.name.encode())
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+        state["_fingerprint"] = h.hexdigest()[:16]
+        state_path.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def build_dataset(cfg: DataParams) -> tuple[DatasetDict, pd.DataFrame]:
@@ -507,8 +530,6 @@ def build_dataset(cfg: DataParams) -> tuple[DatasetDict, pd.DataFrame]:
 
 def write_summaries(dd: DatasetDict, rejects: pd.DataFrame, summary_dir: str | os.PathLike) -> dict[str, Any]:
     """Small, deterministic tables for DVC to track: counts per country, continent and reject reason + summary.json."""
-    import json
-
     d = Path(summary_dir)
     d.mkdir(parents=True, exist_ok=True)
     split_counts(dd, "country").to_csv(d / "counts_country.csv", index=False)

@@ -7,7 +7,12 @@
    `dvc repro` started while the first one's notebook is still writing after `dvc` itself was killed) never write the
    same outputs and caches at once: the second one stops at once, naming the live writer's pid;
 3. executes the notebook with papermill into `results/notebooks/`, streaming the notebook's own output (progress
-   lines, logs) to the terminal as it runs.
+   lines, logs) to the terminal as it runs, in a kernel whose string hashing is seeded (`PYTHONHASHSEED`: set
+   iteration order, hence e.g. the tag order of a saved model card, repeats) and whose CPU numerics are pinned
+   (`globe.config.environment.reproducible_cpu_env`);
+4. scrubs what differs between two runs of the same commit from the executed notebook (`scrub_notebook`:
+   execution timestamps, the injected cell's random id, wall-clock tokens in the streamed output), so that it, a DVC
+   output, is the same file on every rerun; then prints the stage's wall times (`.globe/runs/<group>/timing.json`).
 
 `papermill notebooks/04_grpo.ipynb out.ipynb -p steps 2000` still works for one-off runs; `globe run` adds the checks.
 """
@@ -16,13 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from globe.config import config_class, notebook_of, project_root, stage_params
+from globe.config import config_class, notebook_of, project_root, stage_of, stage_params
+from globe.config.environment import reproducible_cpu_env
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +66,66 @@ def run_stage(stage: str, *, params_path: str | os.PathLike | None = None, outpu
     """Validate, lock and execute one stage's notebook; returns the executed notebook's path."""
     import papermill
 
+    from globe.progress import record_timing, runs_dir
+
     root = project_root(Path(params_path).parent if params_path else None)
-    name = notebook_of(stage)
+    name, group = notebook_of(stage), stage_of(stage).group
     params = {**stage_params(name, params_path), **dict(overrides or {})}
     config_class(name).from_params(params)  # raises ParamsError naming the key, before any kernel starts
     output = Path(output) if output else root / "results" / "notebooks" / f"{name}.ipynb"
     output.parent.mkdir(parents=True, exist_ok=True)
     with stage_lock(name, root):
+        timing = runs_dir(root) / group / "timing.json"
+        timing.unlink(missing_ok=True)  # this run's figures only
         log.info("running %s -> %s", name, output)
-        papermill.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(output), parameters=params,
-                                   log_output=log_output, progress_bar=False, cwd=str(root))
+        # For the kernel papermill starts (it inherits the environment): seeded string hashing, and CPU numerics
+        # that repeat across machines (globe.config.environment.REPRODUCIBLE_CPU_ENV).
+        kernel_env = {"PYTHONHASHSEED": str(params.get("seed", 0)), **reproducible_cpu_env()}
+        t0 = time.perf_counter()
+        with _environ(kernel_env):
+            papermill.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(output), parameters=params,
+                                       log_output=log_output, progress_bar=False, cwd=str(root))
+        scrub_notebook(output)
+        record_timing(group, {"notebook_s": round(time.perf_counter() - t0, 2)}, root)
+        print(f"{name} done: " + json.dumps(json.loads(timing.read_text(encoding="utf-8"))), flush=True)
     return output
+
+
+@contextlib.contextmanager
+def _environ(extra: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `extra` set, restored afterwards."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def scrub_notebook(path: str | os.PathLike) -> None:
+    """Remove from an executed notebook what two runs of the same commit do not share: papermill's and nbclient's
+    timestamps and durations, the absolute input and output paths, the random id of the injected-parameters cell,
+    and the wall-clock tokens (`globe.progress.strip_timing`) in streamed output. What ran (parameters, outputs,
+    errors) stays."""
+    import nbformat
+
+    from globe.progress import strip_timing
+
+    nb = nbformat.read(str(path), as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    nb.metadata["papermill"] = {k: meta[k] for k in ("parameters", "version", "environment_variables") if k in meta}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if "papermill" in cell.metadata:
+            cell.metadata["papermill"] = {k: v for k, v in cell.metadata["papermill"].items()
+                                          if k in ("status", "exception")}
+        if "injected-parameters" in (cell.metadata.get("tags") or []):
+            cell["id"] = "injected-parameters"
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                out["text"] = strip_timing(out["text"])
+    nbformat.write(nb, str(path))

@@ -2,11 +2,13 @@
 
     python scripts/check_resolve.py            # the GPU set (Python 3.11 and 3.12, CUDA Linux) and the CPU default
     python scripts/check_resolve.py --lock     # regenerate constraints/gpu.txt from the gpu extra, then check
+    python scripts/check_resolve.py --lock-cpu # regenerate constraints/cpu.txt (the CPU install's pins), then check
 
 GPU: `pip install -e ".[gpu]" -c constraints/gpu.txt` (README) must resolve, on x86-64 manylinux for each supported
 Python, to exactly the pins in constraints/gpu.txt, with the packages the GPU path needs and a vLLM inside the range
-the pinned TRL supports. CPU: `pip install -e ".[test]"` (the Makefile's install) must still resolve to TRL >= 1.16 and
-torch 2.14.1 / torchvision 0.29.1, with no unsloth. Uses uv's resolver (`uv pip compile`), which reads the same
+the pinned TRL supports. CPU: `pip install -e ".[test]" -c constraints/cpu.txt` (the Makefile's install) must resolve
+to exactly constraints/cpu.txt, with TRL >= 1.16 and torch 2.14.1 / torchvision 0.29.1 and no unsloth: the pins under
+which the committed results were produced, so that a fresh clone's `make repro` installs the same numerics. Uses uv's resolver (`uv pip compile`), which reads the same
 PyPI metadata pip does, in seconds rather than minutes. Exits non-zero with one line per problem.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "constraints" / "gpu.txt"
+CPU_LOCK = ROOT / "constraints" / "cpu.txt"
 PLATFORM = "x86_64-manylinux_2_28"
 PYTHONS = ("3.11", "3.12")
 GPU_SET = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "unsloth", "unsloth-zoo",
@@ -36,6 +39,12 @@ LOCK_HEADER = """\
 # Install: pip install -e ".[gpu]" -c constraints/gpu.txt        (README, "The GPU extra")
 # Regenerate after changing pyproject.toml's dependencies or gpu extra: make lock-gpu
 # (uv pip compile pyproject.toml --extra gpu --universal --python-version 3.11); CI checks it: make resolve.
+"""
+CPU_LOCK_HEADER = """\
+# The CPU set: every package of the Makefile's install (torch 2.14.1 + torchvision 0.29.1, then `pip install -e
+# ".[test]"`), pinned for Python 3.11 on x86-64 Linux: the versions the committed results were produced with.
+# Regenerate after changing pyproject.toml's dependencies: make lock-cpu (then dvc repro, and commit the results);
+# CI checks it: make resolve.
 """
 
 
@@ -90,6 +99,24 @@ def lock() -> None:
     print(f"wrote {LOCK.relative_to(ROOT)}")
 
 
+def _cpu_compile(extra: list[str]) -> tuple[dict[str, str], str]:
+    """The CPU install's resolution: torch and torchvision first (CPU_TORCH), then the project with its test extra."""
+    with tempfile.TemporaryDirectory() as tmp:
+        first = Path(tmp) / "torch.txt"
+        first.write_text("".join(f"{n}=={v}\n" for n, v in CPU_TORCH.items()))
+        return _compile(["--extra", "test", "-c", str(first), *extra, "--python-version", PYTHONS[0],
+                         "--python-platform", PLATFORM])
+
+
+def lock_cpu() -> None:
+    pins, err = _cpu_compile([])
+    if err:
+        sys.exit(f"CPU set: no resolution: {err}")
+    CPU_LOCK.parent.mkdir(exist_ok=True)
+    CPU_LOCK.write_text(CPU_LOCK_HEADER + "".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
+    print(f"wrote {CPU_LOCK.relative_to(ROOT)} ({len(pins)} packages)")
+
+
 def check_gpu(problems: list[str]) -> None:
     locked = _locked(LOCK.read_text())
     for py in PYTHONS:
@@ -118,16 +145,18 @@ def check_gpu(problems: list[str]) -> None:
 
 def check_cpu(problems: list[str]) -> None:
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        # As the Makefile installs it: torch and torchvision first (CPU_TORCH), then the project with its test extra.
-        first = Path(tmp) / "torch.txt"
-        first.write_text("".join(f"{n}=={v}\n" for n, v in CPU_TORCH.items()))
-        pins, err = _compile(["--extra", "test", "-c", str(first), "--python-version", PYTHONS[0],
-                              "--python-platform", PLATFORM])
+    if not CPU_LOCK.is_file():
+        problems.append("CPU set: constraints/cpu.txt is missing (make lock-cpu)")
+        return
+    pins, err = _cpu_compile(["-c", str(CPU_LOCK)])
     if err:
-        problems.append(f"CPU set: no resolution: {err.splitlines()[-1]}")
+        problems.append(f"CPU set: no resolution within constraints/cpu.txt: {err.splitlines()[-1]}")
         print(err, file=sys.stderr)
         return
+    locked = _pins(CPU_LOCK.read_text())
+    drift = sorted(f"{n}=={v} (lock: {locked.get(n)})" for n, v in pins.items() if locked.get(n) != v)
+    if drift:
+        problems.append(f"CPU set: resolves off constraints/cpu.txt: {', '.join(drift[:8])}")
     if _version(pins.get("trl", "0")) < (1, 16):
         problems.append(f"CPU set: trl {pins.get('trl')} (needs >= 1.16: 1.15's GRPOTrainer fails on CPU)")
     if any(pins.get(n) != v for n, v in CPU_TORCH.items()):
@@ -142,10 +171,13 @@ def check_cpu(problems: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lock", action="store_true", help="regenerate constraints/gpu.txt first")
+    ap.add_argument("--lock-cpu", action="store_true", help="regenerate constraints/cpu.txt first")
     ap.add_argument("--only", choices=("gpu", "cpu"), help="check one set")
     args = ap.parse_args(argv)
     if args.lock:
         lock()
+    if args.lock_cpu:
+        lock_cpu()
     problems: list[str] = []
     if args.only in (None, "gpu"):
         check_gpu(problems)

@@ -234,7 +234,10 @@ def test_train_writes_log_samples_adapter_and_resumes(tiny_vlm_dir, colour_datas
     out = train_grpo(params)
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     assert "step_time_s" not in read_log(params["log_csv"]).columns  # wall time stays out of the tracked log
-    log = read_log(params["log_csv"], timing=out)  # joined in from <out>/timing.csv
+    from globe.train.grpo import timing_csv
+
+    assert not (out / "timing.csv").exists()  # wall times are not part of the adapter folder (a DVC output)
+    log = read_log(params["log_csv"], timing=timing_csv())  # joined in from .globe/runs/grpo/timing.csv
     assert log["step"].tolist() == [1, 2, 3]
     for col in ("rewards/format/mean", "rewards/visual/mean", "reward", "kl", "completions/mean_length", "loss",
                 "step_time_s"):

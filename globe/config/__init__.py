@@ -19,7 +19,7 @@ parameter cells), `typed` (`StageConfig` and its checks), `profiles` (recipes), 
 
 from __future__ import annotations
 
-from globe.config.environment import offline_hub, prepare_run, read_only_datasets
+from globe.config.environment import offline_hub, prepare_run, read_only_datasets, use_reproducible_cpu
 from globe.config.params import ParamsError, deep_merge, enter_project_root, load_params, project_root
 from globe.config.profiles import apply_profile, profile_chain, render_profile
 from globe.config.stages import (
@@ -36,4 +36,4 @@ from globe.config.typed import StageConfig, check_env_name
 __all__ = ["STAGES", "ParamsError", "StageConfig", "apply_profile", "check_env_name", "config_class", "deep_merge",
            "enter_project_root", "load_params", "notebook_of", "offline_hub", "prepare_run", "profile_chain",
            "project_root", "read_only_datasets", "render_profile", "stage_config", "stage_of", "stage_params",
-           "sync_notebook_parameters"]
+           "sync_notebook_parameters", "use_reproducible_cpu"]

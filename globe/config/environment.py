@@ -1,4 +1,5 @@
-"""What a stage sets up before it runs: seeds, offline hub access, read-only `datasets`, quiet libraries."""
+"""What a stage sets up before it runs: seeds, offline hub access, read-only `datasets`, quiet libraries, and CPU
+numerics that repeat from one machine to another."""
 
 from __future__ import annotations
 
@@ -23,6 +24,52 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:  # pragma: no cover
         pass
+
+
+# The CPU kernels torch picks depend on the machine: AVX-512 or AVX2 code in ATen, MKL and oneDNN, and the thread count
+# that splits reductions. Each choice moves float sums in the last bits, and a few hundred training steps amplify that
+# into other answers (measured: the same commit gave other metrics on an AVX-512 machine than on the one its results
+# came from). Pinned to AVX2 code paths and two threads, runs agree on every x86-64 machine that has AVX2, at the
+# cost of AVX-512 speed (the tiny model hardly notices). GLOBE_CPU_NUMERICS=native keeps the machine's own choice.
+REPRODUCIBLE_CPU_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # ATen's vectorised kernels
+    "MKL_CBWR": "AVX2",  # MKL's conditional numerical reproducibility: one code path
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OMP_NUM_THREADS": "2",
+    "MKL_NUM_THREADS": "2",
+}
+
+
+def reproducible_cpu_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The `REPRODUCIBLE_CPU_ENV` settings to add to `environ` (default: os.environ) before a process that imports
+    torch starts: none where the user set them already, on a machine with an NVIDIA GPU (its numerics are the GPU's),
+    without AVX2, or with GLOBE_CPU_NUMERICS=native."""
+    env = os.environ if environ is None else environ
+    if env.get("GLOBE_CPU_NUMERICS", "reproducible") == "native" or _has_nvidia_gpu() or not _has_avx2():
+        return {}
+    return {k: v for k, v in REPRODUCIBLE_CPU_ENV.items() if k not in env}
+
+
+def use_reproducible_cpu() -> dict[str, str]:
+    """Set `reproducible_cpu_env()` in os.environ (for the processes started from here, and for this one when torch
+    is not imported yet); returns what was set."""
+    extra = reproducible_cpu_env()
+    os.environ.update(extra)
+    return extra
+
+
+def _has_nvidia_gpu() -> bool:
+    import shutil
+
+    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
+
+
+def _has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return any(line.startswith("flags") and " avx2" in line for line in f)
+    except OSError:  # not Linux: leave the choice to the libraries
+        return False
 
 
 def offline_hub() -> None:

@@ -80,7 +80,12 @@ def config_class(stage: str) -> type[StageConfig]:
 
 def stage_config(stage: str, namespace: Mapping[str, Any] | None = None, path: str | os.PathLike | None = None):
     """A stage's typed config, from a notebook's namespace (its parameters: `stage_config("04_grpo", globals())`)
-    or, without one, from params.yaml. Validation happens here, before anything heavy is imported."""
+    or, without one, from params.yaml. Validation happens here, before anything heavy is imported; so does
+    `quiet_libraries` (environment switches only), so that no library bar reaches the notebook before a stage's own
+    `prepare_run`."""
+    from globe.config.environment import quiet_libraries
+
+    quiet_libraries()
     cls = config_class(stage)
     if namespace is None:
         return cls.from_params(stage_params(stage, path))

@@ -225,6 +225,7 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
     from globe.config import prepare_run
     from globe.data import save_dataset
     from globe.distill.query import teacher_kinds
+    from globe.progress import record_timing
 
     cfg = cfg if isinstance(cfg, DistillParams) else DistillParams.from_params(cfg)
     prepare_run(cfg.seed, cfg.offline)
@@ -278,7 +279,7 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
     _write_results(cfg.results, funnel, agreement, stats)
     seconds = {k: round(clock[k] - clock[p], 2) for p, k in zip(list(clock), list(clock)[1:])}
     seconds["teachers"] = teacher_seconds
-    log.info("distillation: %s", seconds)
+    record_timing("distill", seconds)  # shown by `globe run` at the end, kept out of the notebook and results
     return DistillResult(dataset, loc, judged, survivors, funnel, agreement, stats, dict(stages), seconds)
 
 

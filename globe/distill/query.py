@@ -38,15 +38,18 @@ def answer_key(image_id: str, teacher, kind: str, *, prompt_version: str | None 
                      kind, prompt_text(kind), teacher.sampling)
 
 
+WALL_CLOCK_META = ("latency_s",)  # response metadata a rerun does not reproduce: kept out of the cache (a DVC output)
+
+
 def _record(key: str, split: str, kind: str, request, response, teacher) -> dict:
-    """The cache line of one answer."""
+    """The cache line of one answer (its metadata without wall-clock figures)."""
     from dataclasses import asdict
 
     from globe.prompts import PROMPT_VERSION
 
     return {"key": key, "id": request.id, "split": split, "teacher": teacher.name, "prompt": kind,
             "prompt_version": PROMPT_VERSION, "sampling": asdict(teacher.sampling), "text": response.text,
-            "meta": response.meta}
+            "meta": {k: v for k, v in response.meta.items() if k not in WALL_CLOCK_META}}
 
 
 def _todo(teacher, splits: Mapping[str, Any], cache: JsonlCache, kinds: Sequence[str]) -> tuple[list, int]:

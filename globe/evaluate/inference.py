@@ -111,7 +111,7 @@ def predict(bench: pd.DataFrame, entry: ModelEntry, cfg: EvalParams, cache_path:
     todo = bench[[keys[i] not in cache for i in bench["id"]]]
     gen_s = 0.0
     if len(todo):
-        from globe.progress import Progress
+        from globe.progress import Progress, rate, seconds
 
         run = _generator(entry, cfg)
         prompt = entry.prompt_text()
@@ -135,8 +135,8 @@ def predict(bench: pd.DataFrame, entry: ModelEntry, cfg: EvalParams, cache_path:
             n_new += len(records)
             bar.update(len(records))
         gen_s = time.perf_counter() - t0
-        log.info("%s: %d images in %.1f s (%.2f images/s, model loading excluded)", entry.name, n_new, gen_s,
-                 n_new / max(gen_s, 1e-9))
+        log.info("%s: %d images %s %s (model loading excluded)", entry.name, n_new, seconds(gen_s),
+                 rate(n_new / max(gen_s, 1e-9), "images/s"))
     recs = [cache.get(keys[i]) for i in bench["id"]]
     out = pd.DataFrame({"id": [r["id"] for r in recs], "raw": [r["raw"] for r in recs],
                         "error": [r.get("error") for r in recs]})

@@ -198,7 +198,7 @@ def _trainer(cfg: RewardModelParams, model, processor, train_ds):
     from globe.progress import plain_progress
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=processor)
-    plain_progress(trainer, "rm")
+    plain_progress(trainer, "rm", "reward_model")
     return trainer
 
 
@@ -206,7 +206,7 @@ def train_reward_model(cfg: RewardModelParams | Mapping[str, Any]) -> dict:
     """Train the reward-model LoRA on the localizability labels, evaluate it on a held-out split, save both.
 
     Writes the adapter (+ processor and `globe_reward_model.json` settings) to `cfg.out` and the metrics to
-    `cfg.metrics` (wall times are returned under `timing` but kept out of the file, so a rerun writes the same
+    `cfg.metrics` (wall times go to `globe.progress.record_timing`, not to the file, so a rerun writes the same
     bytes); returns the metrics. A killed run resumes the newest checkpoint of this experiment at or below `steps`
     (`globe.checkpoints`); the checkpoints are removed once the adapter is saved.
     """
@@ -215,6 +215,7 @@ def train_reward_model(cfg: RewardModelParams | Mapping[str, Any]) -> dict:
     from globe.checkpoints import data_fingerprint, experiment_settings, prepare_resume
     from globe.config import prepare_run
     from globe.models import load_vlm, lora_settings, select_backend
+    from globe.progress import record_timing
 
     cfg = cfg if isinstance(cfg, RewardModelParams) else RewardModelParams.from_params(cfg)
     from globe.launch import launch, needs_launch
@@ -273,8 +274,8 @@ def train_reward_model(cfg: RewardModelParams | Mapping[str, Any]) -> dict:
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info("reward model: %s", metrics["eval"])
-    metrics["timing"] = {"train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),
-                         "device": str(next(trainer.model.parameters()).device)}
+    record_timing("reward_model", {"train_s": round(train_seconds, 3), "eval_s": round(eval_seconds, 3),
+                                   "device": str(next(trainer.model.parameters()).device)})
     return metrics
 
 

@@ -310,9 +310,11 @@ def train_sft(cfg: SFTParams | dict) -> Path:
 
     Resumes the newest checkpoint of this experiment at or below `max_steps` (`globe.checkpoints`), or exports one
     that already reached it without training. Writes the per-step loss CSV (`log_csv`) and
-    `<out>/train_summary.json` (steps, the step resumed from, losses, what the resume check decided).
+    `<out>/train_summary.json` (steps, the step resumed from, losses, what the resume check decided; wall times go to
+    `globe.progress.record_timing`, so that a rerun writes the same adapter folder).
     """
     from globe.checkpoints import data_fingerprint, experiment_settings, export_checkpoint, prepare_resume
+    from globe.progress import record_timing
 
     cfg = cfg if isinstance(cfg, SFTParams) else SFTParams.from_params(cfg)
     from globe.launch import launch, needs_launch
@@ -354,11 +356,11 @@ def train_sft(cfg: SFTParams | dict) -> Path:
         "eval_loss": metrics.get("eval_loss"),
         "n_train": len(trainer.train_dataset),
         "n_eval": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "steps_per_s": result.metrics.get("train_steps_per_second"),
-        "wall_s": round(time.perf_counter() - t0, 2),
     }
     _write_summary(out, summary)
+    record_timing("sft", {"train_s": result.metrics.get("train_runtime"),
+                          "steps_per_s": result.metrics.get("train_steps_per_second"),
+                          "wall_s": round(time.perf_counter() - t0, 2)})
     log.info("SFT done: %s", summary)
     return out
 

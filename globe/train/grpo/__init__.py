@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from globe.train.grpo.args import grpo_config
 from globe.train.grpo.data import load_grpo_dataset, to_grpo_dataset
-from globe.train.grpo.logs import SampleRecorder, read_log, read_samples
+from globe.train.grpo.logs import SampleRecorder, read_log, read_samples, timing_csv
 from globe.train.grpo.params import GRPOParams
 from globe.train.grpo.trainer import build_rewards, cli, load_policy, make_scorer, train_grpo
 
 __all__ = ["GRPOParams", "SampleRecorder", "build_rewards", "cli", "grpo_config", "load_grpo_dataset", "load_policy",
-           "make_scorer", "read_log", "read_samples", "to_grpo_dataset", "train_grpo"]
+           "make_scorer", "read_log", "read_samples", "timing_csv", "to_grpo_dataset", "train_grpo"]

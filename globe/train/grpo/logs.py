@@ -124,8 +124,12 @@ def _make_callback(csv_path: str | os.PathLike, samples_path: str | os.PathLike 
 
 
 def _truncate_csv(path: Path, upto_step: int) -> None:
-    """Keep the rows of steps <= `upto_step` (a resumed run redoes the later ones)."""
+    """Keep the rows of steps <= `upto_step` (a resumed run redoes the later ones); a run from step 0 starts the file
+    afresh (no columns left over from an older log)."""
     if not path.is_file():
+        return
+    if upto_step <= 0:
+        path.unlink()
         return
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -164,16 +168,21 @@ def _append_csv(path: Path, row: dict) -> None:
         w.writerows(rows + [row])
 
 
-TIMING_FILE = "timing.csv"  # per-step wall times, beside the adapter (a DVC output, not a tracked result file)
+def timing_csv(root: str | os.PathLike | None = None) -> Path:
+    """Where GRPO's per-step wall times go: `.globe/runs/grpo/timing.csv`, outside every DVC output and tracked
+    file (a rerun would change them)."""
+    from globe.progress import runs_dir
+
+    return runs_dir(root) / "grpo" / "timing.csv"
 
 
 def read_log(path: str | os.PathLike = "results/grpo_log.csv", timing: str | os.PathLike | None = None):
-    """The per-step log as a DataFrame; with `timing` (an adapter dir or a timing CSV), its step times joined in."""
+    """The per-step log as a DataFrame; with `timing` (a timing CSV, e.g. `timing_csv()`), its step times joined in."""
     import pandas as pd
 
     log = pd.read_csv(path)
     if timing is not None:
-        t = Path(timing) / TIMING_FILE if Path(timing).is_dir() else Path(timing)
+        t = Path(timing)
         if t.is_file():
             log = log.merge(pd.read_csv(t), on="step", how="left")
     return log

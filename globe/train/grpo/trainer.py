@@ -11,7 +11,7 @@ from typing import Any
 
 from globe.train.grpo.args import grpo_config
 from globe.train.grpo.data import load_grpo_dataset
-from globe.train.grpo.logs import TIMING_FILE, SampleRecorder, _make_callback
+from globe.train.grpo.logs import SampleRecorder, _make_callback, timing_csv
 from globe.train.grpo.params import GRPOParams
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def train_grpo(cfg: GRPOParams | dict[str, Any], *, callbacks: list | None = Non
         args=args,
         train_dataset=dataset,
         processing_class=processor,
-        callbacks=[_make_callback(cfg.log_csv, cfg.samples, recorder, Path(cfg.out) / TIMING_FILE),
+        callbacks=[_make_callback(cfg.log_csv, cfg.samples, recorder, timing_csv()),
                    *(callbacks or [])],
     )
     plain_progress(trainer, "grpo")
