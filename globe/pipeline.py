@@ -109,8 +109,8 @@ def _environ(extra: Mapping[str, str]) -> Iterator[None]:
 def scrub_notebook(path: str | os.PathLike) -> None:
     """Remove from an executed notebook what two runs of the same commit do not share: papermill's and nbclient's
     timestamps and durations, the absolute input and output paths, the random id of the injected-parameters cell,
-    and the wall-clock tokens (`globe.progress.strip_timing`) in streamed output. What ran (parameters, outputs,
-    errors) stays."""
+    the wall-clock tokens (`globe.progress.strip_timing`) in streamed output, and where the kernel happened to cut a
+    stream into messages. What ran (parameters, outputs, errors) stays."""
     import nbformat
 
     from globe.progress import strip_timing
@@ -125,7 +125,15 @@ def scrub_notebook(path: str | os.PathLike) -> None:
                                           if k in ("status", "exception")}
         if "injected-parameters" in (cell.metadata.get("tags") or []):
             cell["id"] = "injected-parameters"
+        outputs = []
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
                 out["text"] = strip_timing(out["text"])
+                # one print can arrive as two messages (the kernel flushes on a timer): merge a stream's runs
+                if outputs and outputs[-1].get("output_type") == "stream" and outputs[-1]["name"] == out["name"]:
+                    outputs[-1]["text"] += out["text"]
+                    continue
+            outputs.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = outputs
     nbformat.write(nb, str(path))

@@ -127,7 +127,9 @@ def test_scrub_notebook_keeps_what_ran_and_drops_run_state(tmp_path):
                                                              "papermill": {"duration": 0.1, "status": "completed"}})
     params["id"] = "a1b2c3d4"
     work = nbformat.v4.new_code_cell("train()", metadata={"execution": {"iopub.status.busy": "2026-12-02T03:43Z"}})
-    work.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"grpo  step 1/2  reward 1.0  {rate(2.5, 's/step')}\n")]
+    work.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"grpo  step 1/2  reward 1.0  {rate(2.5, 's/step')}"),
+                    nbformat.v4.new_output("stream", name="stdout", text="\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="a warning\n")]
     nb.cells = [params, work]
     nb.metadata["papermill"] = {"parameters": {"steps": 2}, "start_time": "x", "duration": 3.0,
                                 "input_path": "/abs/in.ipynb", "output_path": "/abs/out.ipynb", "version": "2.7.0"}
@@ -138,7 +140,8 @@ def test_scrub_notebook_keeps_what_ran_and_drops_run_state(tmp_path):
     assert out.metadata["papermill"] == {"parameters": {"steps": 2}, "version": "2.7.0"}
     assert out.cells[0]["id"] == "injected-parameters" and out.cells[0].metadata["papermill"] == {"status": "completed"}
     assert "execution" not in out.cells[1].metadata
-    assert out.cells[1].outputs[0]["text"] == "grpo  step 1/2  reward 1.0\n"
+    assert [(o["name"], o["text"]) for o in out.cells[1].outputs] == [("stdout", "grpo  step 1/2  reward 1.0\n"),
+                                                                       ("stderr", "a warning\n")]
 
 
 def test_saved_datasets_get_content_fingerprints(tmp_path):

@@ -113,3 +113,16 @@ def quiet_libraries() -> None:
     # transformers 5 renamed `is_gradient_checkpointing`; PEFT (PeftModel.__init__) and TRL (generation unwrapping)
     # still read the old name on every model load and rollout. Their calls, not ours (ours use the new names).
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    import logging
+
+    # Trainer orders checkpoints by mtime and, when two were saved within a second (the tiny model saves that fast),
+    # says so and orders them by step instead, which is what it should do anyway: a message that depends on the
+    # machine's speed, so it comes and goes between reruns of the same commit.
+    trainer_utils = logging.getLogger("transformers.trainer_utils")
+    if not any(isinstance(f, _NoMtimeNotice) for f in trainer_utils.filters):
+        trainer_utils.addFilter(_NoMtimeNotice())
+
+
+class _NoMtimeNotice:
+    def filter(self, record) -> bool:
+        return "mtime may not be reliable" not in record.getMessage()
