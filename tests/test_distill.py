@@ -331,10 +331,16 @@ def test_run_distillation_end_to_end(sample_dataset, tiny_detector, tiny_vlm_dir
     # was asked or cached is run state, in the returned stats only.
     stats_file = Path(cfg["results"]) / "stats.json"
     first = stats_file.read_text()
+
+    def files(d: Path) -> dict:  # the dataset folder as DVC hashes it
+        return {str(f.relative_to(d)): f.read_bytes() for f in sorted(d.rglob("*")) if f.is_file()}
+
+    first_dataset = files(Path(cfg["out"]))
     again = run_distillation(cfg, progress=False)
     assert sum(again.stats["query"]["asked"].values()) == 0 < sum(res.stats["query"]["asked"].values())
     assert again.dataset["train"]["id"] == res.dataset["train"]["id"]
     assert stats_file.read_text() == first and "query" not in json.loads(first)
+    assert files(Path(cfg["out"])) == first_dataset  # the card too: no cache counts in it
 
     # Nothing survives: empty splits are still written, with every column.
     none = run_distillation({**cfg, "min_localizability": 1.01, "out": str(tmp_path / "empty")}, progress=False)

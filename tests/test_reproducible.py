@@ -127,7 +127,8 @@ def test_scrub_notebook_keeps_what_ran_and_drops_run_state(tmp_path):
                                                              "papermill": {"duration": 0.1, "status": "completed"}})
     params["id"] = "a1b2c3d4"
     work = nbformat.v4.new_code_cell("train()", metadata={"execution": {"iopub.status.busy": "2026-12-02T03:43Z"}})
-    work.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"grpo  step 1/2  reward 1.0  {rate(2.5, 's/step')}"),
+    line = f"grpo  step 1/2  reward 1.0  {rate(2.5, 's/step')}"
+    work.outputs = [nbformat.v4.new_output("stream", name="stdout", text=line),
                     nbformat.v4.new_output("stream", name="stdout", text="\n"),
                     nbformat.v4.new_output("stream", name="stderr", text="a warning\n")]
     nb.cells = [params, work]

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -272,7 +272,7 @@ def run_distillation(cfg: DistillParams | dict, teachers: Sequence | None = None
 
     def extras(partial: Path) -> None:  # written inside the dataset folder before it is renamed into place
         save_dataset(loc, partial / LOCALIZABILITY_DIR, atomic=False)
-        write_card(partial / "README.md", dataset, funnel, cfg, stats, teachers)
+        write_card(partial / "README.md", dataset, funnel, cfg, tracked_stats(stats), teachers)  # not run state
 
     save_dataset(dataset, cfg.out, before_rename=extras)
     clock["write"] = time.perf_counter()
@@ -325,6 +325,11 @@ def _filter_models(cfg: DistillParams) -> dict[str, Any]:
 RUN_STATE_KEYS = ("cache_on_load", "query")  # run-state counts kept out of the tracked stats.json
 
 
+def tracked_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """`stats` without the run-state counts (RUN_STATE_KEYS): what the tracked stats.json and the dataset card hold."""
+    return {k: v for k, v in stats.items() if k not in RUN_STATE_KEYS}
+
+
 def _write_results(results_dir: str, funnel, agreement, stats: dict[str, Any]) -> None:
     """The funnel, the teacher agreement matrix and the run's counts, into `results_dir`.
 
@@ -335,8 +340,8 @@ def _write_results(results_dir: str, funnel, agreement, stats: dict[str, Any]) -
     results.mkdir(parents=True, exist_ok=True)
     funnel.to_csv(results / "funnel.csv", index=False)
     agreement.rename_axis("teacher").to_csv(results / "agreement.csv", float_format="%.4f")
-    tracked = {k: v for k, v in stats.items() if k not in RUN_STATE_KEYS}
-    (results / "stats.json").write_text(json.dumps(tracked, indent=1, default=str) + "\n", encoding="utf-8")
+    (results / "stats.json").write_text(json.dumps(tracked_stats(stats), indent=1, default=str) + "\n",
+                                        encoding="utf-8")
 
 
 __all__ = ["DEFAULT_FILTERS", "DistillParams", "DistillResult", "FILTERS", "answer_key", "apply_filters",
