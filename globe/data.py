@@ -14,7 +14,6 @@ holding whole countries or continents out of training. `build_dataset(cfg)` runs
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -491,17 +490,14 @@ def pin_fingerprints(saved: str | os.PathLike) -> None:
     times, or at random when the transform does not hash, so the same data would get a new fingerprint on every run:
     the saved folder (a DVC output) and the resume checks that read it (`globe.checkpoints.data_fingerprint`) would
     change with nothing changed."""
+    from globe.cache import cache_key, files_digest
+
     for state_path in sorted(Path(saved).glob("**/state.json")):
         split = state_path.parent
         state = json.loads(state_path.read_text(encoding="utf-8"))
-        h = hashlib.sha256()
-        for f in [split / d["filename"] for d in state.get("_data_files", [])] + [split / "dataset_info.json"]:
-            if f.is_file():
-                h.update(f.name.encode())
-                with open(f, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(chunk)
-        state["_fingerprint"] = h.hexdigest()[:16]
+        files = [split / d["filename"] for d in state.get("_data_files", [])] + [split / "dataset_info.json"]
+        # every byte hashed (no head-and-tail shortcut for big shards: a changed row must change the fingerprint)
+        state["_fingerprint"] = cache_key(*(files_digest(f, full_limit=1 << 62) for f in files))[:16]
         state_path.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
 
 

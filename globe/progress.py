@@ -39,6 +39,8 @@ def runs_dir(root: str | os.PathLike | None = None) -> Path:
     `<root>/.globe/runs` (root: the working directory)."""
     env = os.environ.get("GLOBE_RUNS_DIR")
     return Path(env) if env else Path(root or ".") / RUNS_DIR
+
+
 _TIMING_TOKEN = re.compile(r" *\[[-+0-9.eE]+ (?:s|s/step|[A-Za-z]+/s)\]")
 
 
